@@ -1,0 +1,62 @@
+# Varsling: `make run` serves on http://127.0.0.1:8000, `make test` runs every check.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint format migrate browser-deps screenshots bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	mkdir -p var
+	$(BIN)/varsling migrate
+	$(BIN)/varsling serve --host 127.0.0.1 --port 8000
+
+migrate: $(STAMP)
+	mkdir -p var
+	$(BIN)/varsling migrate
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench migrations
+	$(BIN)/ruff format --check src tests bench migrations
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests bench migrations
+	$(BIN)/ruff check --fix src tests bench migrations
+
+test: lint browser-deps
+	$(BIN)/pytest
+
+# Debian's chromium and axe-core for the browser tests; quick when both are present.
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		echo "Installing Debian's chromium"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; \
+	fi
+	@if [ ! -f node_modules/axe-core/axe.min.js ]; then \
+		if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; \
+		else npm install --no-audit --no-fund; fi; \
+	fi
+
+# Extract the reporter pages' text into the template and update the nb, nn and en
+# catalogs; then translate the new or changed entries (marked fuzzy or empty).
+.PHONY: messages
+messages: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg -k N_ --project=Varsling --copyright-holder=Varsling \
+		--no-wrap -o src/varsling/locale/messages.pot src/varsling
+	$(BIN)/pybabel update -i src/varsling/locale/messages.pot -d src/varsling/locale -D messages \
+		--no-wrap --ignore-obsolete --init-missing
+
+bench: $(STAMP)
+	$(BIN)/python bench/latency.py
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Varsling: a confidential, end-to-end encrypted whistleblowing service."""

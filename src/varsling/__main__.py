@@ -1,0 +1,5 @@
+"""python -m varsling"""
+
+from varsling.cli import app
+
+app()

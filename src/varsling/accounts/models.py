@@ -1,0 +1,106 @@
+"""Units, users with roles and unit membership, login sessions, settings."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+
+from sqlalchemy import Boolean, Date, DateTime, ForeignKey, LargeBinary, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from varsling.db import Base
+
+
+class Role(enum.StrEnum):
+    HANDLER = "handler"
+    CUSTODIAN = "custodian"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
+
+
+class UnitKind(enum.StrEnum):
+    NATIONAL = "national"
+    COUNTY = "county"
+    MUNICIPAL = "municipal"
+    YOUTH = "youth"
+    STUDENT = "student"
+
+
+class Unit(Base):
+    __tablename__ = "units"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("units.id"), index=True)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(100), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_on: Mapped[dt.date] = mapped_column(Date)
+    # One Argon2id(password) gives the verifier and the key sealing the private key.
+    password_salt: Mapped[bytes] = mapped_column(LargeBinary)
+    password_params: Mapped[str] = mapped_column(String(100))
+    password_verifier: Mapped[bytes] = mapped_column(LargeBinary)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    sealed_private_key: Mapped[bytes] = mapped_column(LargeBinary)
+
+    roles: Mapped[list[UserRole]] = relationship(
+        lazy="selectin", cascade="all, delete-orphan"
+    )
+    memberships: Mapped[list[Membership]] = relationship(
+        lazy="selectin", cascade="all, delete-orphan"
+    )
+
+    @property
+    def role_names(self) -> set[str]:
+        return {r.role for r in self.roles}
+
+    @property
+    def unit_ids(self) -> set[int]:
+        return {m.unit_id for m in self.memberships}
+
+
+class UserRole(Base):
+    __tablename__ = "user_roles"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(20), primary_key=True)
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"), primary_key=True, index=True)
+
+
+class LoginSession(Base):
+    """A staff or reporter session: only the token's hash and a sealed secret.
+
+    For staff the sealed secret is their private key, for a reporter the
+    case's keys; both are sealed under a key derived from the token.
+    """
+
+    __tablename__ = "login_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_lookup: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    case_id: Mapped[str | None] = mapped_column(
+        ForeignKey("cases.id", ondelete="CASCADE"), index=True
+    )
+    sealed_secret: Mapped[bytes] = mapped_column(LargeBinary)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class InstallationSetting(Base):
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,34 @@
+"""Staff login and logout."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Request, Response
+from pydantic import StringConstraints
+
+from varsling.accounts import service
+from varsling.authz import Token
+from varsling.db import DbSession
+from varsling.reports.schemas import StrictModel, TokenOut
+
+router = APIRouter(prefix="/api/v1", tags=["accounts"])
+
+
+class LoginIn(StrictModel):
+    username: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+
+
+@router.post("/sessions", response_model=TokenOut, responses={401: {}})
+def login(body: LoginIn, request: Request, session: DbSession) -> TokenOut:
+    token = service.login(
+        session, request.app.state.settings, username=body.username, password=body.password
+    )
+    return TokenOut(token=token)
+
+
+@router.delete("/sessions/current", status_code=204)
+def logout(token: Token, session: DbSession) -> Response:
+    service.logout(session, token)
+    return Response(status_code=204)

@@ -1,0 +1,173 @@
+"""create_app(settings): middleware, error handling, routers."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from varsling import audit_routes
+from varsling.accounts import routes as account_routes
+from varsling.cases import routes as case_routes
+from varsling.config import Settings
+from varsling.crypto import CryptoError
+from varsling.db import make_engine, make_sessionmaker
+from varsling.errors import VarslingError
+from varsling.reports import routes as report_routes
+
+log = logging.getLogger("varsling")
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over the limit (413) before they reach a route.
+
+    Multipart uploads may carry files, so they get room for the file limits too.
+    """
+
+    def __init__(self, app: ASGIApp, *, json_limit: int, upload_limit: int) -> None:
+        self.app = app
+        self.json_limit = json_limit
+        self.upload_limit = upload_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        content_type = headers.get(b"content-type", b"").decode("latin-1")
+        limit = (
+            self.upload_limit if content_type.startswith("multipart/form-data") else self.json_limit
+        )
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _too_large(scope, receive, send, limit)
+            return
+        seen = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await _too_large(scope, receive, send, limit)
+
+
+async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    response = JSONResponse(
+        error_body("payload_too_large", f"The request body is larger than {limit} bytes."),
+        status_code=413,
+    )
+    await response(scope, receive, send)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return 400, "malformed_json", "The request body is not valid JSON."
+    parts = []
+    for error in errors[:5]:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+        parts.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
+    return 422, "invalid_input", "; ".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(VarslingError)
+    async def _domain(_request: Request, exc: VarslingError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        status, code, message = _validation_message(exc)
+        return JSONResponse(error_body(code, message), status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            error_body(code, str(exc.detail)), status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(CryptoError)
+    async def _crypto(_request: Request, exc: CryptoError) -> JSONResponse:
+        # A key that does not open is a data problem, never the caller's to see.
+        log.error("crypto check failed: %s", type(exc).__name__)
+        return JSONResponse(
+            error_body("integrity_error", "Stored data did not pass its integrity check."),
+            status_code=500,
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.error("unexpected error: %s", type(exc).__name__)
+        return JSONResponse(
+            error_body("internal_error", "Something went wrong; nothing was saved."),
+            status_code=500,
+        )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The service. Refuses to start on unsafe settings (ConfigError)."""
+    settings.check()
+    app = FastAPI(
+        title="Varsling",
+        version="0.1.0",
+        description="Confidential, end-to-end encrypted whistleblowing service.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+    )
+    engine = make_engine(settings.database_url)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+
+    install_error_handlers(app)
+    for router in (
+        report_routes.router,
+        account_routes.router,
+        case_routes.router,
+        audit_routes.router,
+    ):
+        app.include_router(router)
+
+    from varsling.web.routes import install_web
+
+    install_web(app, settings)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        json_limit=settings.max_body_bytes,
+        upload_limit=settings.max_body_bytes
+        + settings.max_files_per_report * settings.max_file_bytes,
+    )
+    return app
+

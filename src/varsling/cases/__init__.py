@@ -1,0 +1,1 @@
+"""The handler side: cases, keys, entries, lifecycle."""

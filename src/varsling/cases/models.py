@@ -1,0 +1,110 @@
+"""Cases, their wrapped keys, exclusions and encrypted entries."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+
+from sqlalchemy import Date, ForeignKey, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from varsling.db import Base
+
+
+class Status(enum.StrEnum):
+    RECEIVED = "received"
+    ACKNOWLEDGED = "acknowledged"
+    INVESTIGATING = "investigating"
+    CONCLUDED = "concluded"
+    CLOSED = "closed"
+
+
+class Category(enum.StrEnum):
+    SEXUAL_HARASSMENT = "sexual_harassment"
+    HARASSMENT = "harassment"
+    DISCRIMINATION = "discrimination"
+    ABUSE_OF_POWER = "abuse_of_power"
+    RETALIATION = "retaliation"
+    OTHER = "other"
+
+
+class KeyPurpose(enum.StrEnum):
+    CASE = "case"  # the DEK: all case content but the identity
+    IDENTITY = "identity"  # the IK: only the reporter's identity
+
+
+class EntryKind(enum.StrEnum):
+    REPORT = "report"
+    IDENTITY = "identity"
+    REPORTER_MESSAGE = "reporter_message"
+    HANDLER_MESSAGE = "handler_message"
+    NOTE = "note"
+    OUTCOME = "outcome"
+
+
+class Case(Base):
+    __tablename__ = "cases"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"), index=True)
+    status: Mapped[str] = mapped_column(String(20))
+    # A coarse code for statistics; all content is sealed in entries.
+    category: Mapped[str] = mapped_column(String(30))
+    received_on: Mapped[dt.date] = mapped_column(Date)
+    acknowledged_on: Mapped[dt.date | None] = mapped_column(Date)
+    concluded_on: Mapped[dt.date | None] = mapped_column(Date)
+    closed_on: Mapped[dt.date | None] = mapped_column(Date)
+    acknowledgement_due: Mapped[dt.date] = mapped_column(Date)
+    feedback_due: Mapped[dt.date] = mapped_column(Date)
+
+
+class CaseKey(Base):
+    """A case key wrapped (HPKE) for one user's public key."""
+
+    __tablename__ = "case_keys"
+    __table_args__ = (UniqueConstraint("case_id", "user_id", "purpose"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    purpose: Mapped[str] = mapped_column(String(20))
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    granted_on: Mapped[dt.date] = mapped_column(Date)
+
+
+class CaseExclusion(Base):
+    """A user named as involved: never given a key to this case, now or later."""
+
+    __tablename__ = "case_exclusions"
+
+    case_id: Mapped[str] = mapped_column(
+        ForeignKey("cases.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(20))
+
+
+class ReporterAccess(Base):
+    """The case's keys sealed under the key derived from the reporter's case code."""
+
+    __tablename__ = "reporter_access"
+
+    case_id: Mapped[str] = mapped_column(
+        ForeignKey("cases.id", ondelete="CASCADE"), primary_key=True
+    )
+    lookup: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
+    code_params: Mapped[str] = mapped_column(String(100), index=True)
+    sealed_keys: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class CaseEntry(Base):
+    """One sealed piece of case content: the report, identity, a message, a note."""
+
+    __tablename__ = "case_entries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(30))
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_on: Mapped[dt.date] = mapped_column(Date)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)

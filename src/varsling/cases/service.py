@@ -1,0 +1,280 @@
+"""The handler side: what a key holder can read and do with a case."""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from varsling import audit, crypto
+from varsling.accounts.service import StaffPrincipal
+from varsling.cases.models import Case, CaseEntry, CaseKey, EntryKind, KeyPurpose, Status
+from varsling.errors import Conflict, InvalidInput, NotFound
+
+ACKNOWLEDGEMENT_DAYS = 7
+FEEDBACK_MONTHS = 3
+
+NEXT_STATUS = {
+    Status.RECEIVED: Status.ACKNOWLEDGED,
+    Status.ACKNOWLEDGED: Status.INVESTIGATING,
+    Status.INVESTIGATING: Status.CONCLUDED,
+    Status.CONCLUDED: Status.CLOSED,
+}
+MESSAGE_KINDS = (EntryKind.REPORTER_MESSAGE, EntryKind.HANDLER_MESSAGE)
+
+
+# --------------------------------------------------------------------------
+# Deadlines (EU directive art. 9): computed, never typed in
+
+
+def add_months(day: dt.date, months: int) -> dt.date:
+    """The same day `months` later, or the month's last day when it is shorter."""
+    month_index = day.month - 1 + months
+    year, month = day.year + month_index // 12, month_index % 12 + 1
+    return day.replace(year=year, month=month, day=min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def acknowledgement_due(received_on: dt.date) -> dt.date:
+    return received_on + dt.timedelta(days=ACKNOWLEDGEMENT_DAYS)
+
+
+def feedback_due(received_on: dt.date, acknowledged_on: dt.date | None) -> dt.date:
+    start = acknowledged_on or received_on + dt.timedelta(days=ACKNOWLEDGEMENT_DAYS)
+    return add_months(start, FEEDBACK_MONTHS)
+
+
+def overdue(case: Case, today: dt.date) -> list[str]:
+    """Which deadlines a case has passed without meeting them."""
+    late = []
+    if case.acknowledged_on is None and today > case.acknowledgement_due:
+        late.append("acknowledgement")
+    if case.concluded_on is None and today > case.feedback_due:
+        late.append("feedback")
+    return late
+
+
+# --------------------------------------------------------------------------
+# Sealed entries
+
+
+def entry_context(case_id: str, kind: str, entry_id: int) -> bytes:
+    return crypto.content_context(case_id, kind, entry_id)
+
+
+def add_entry(
+    session: Session,
+    *,
+    case_id: str,
+    kind: EntryKind,
+    key: bytes,
+    payload: dict[str, Any],
+    today: dt.date,
+    author_id: int | None = None,
+) -> CaseEntry:
+    """Seal `payload` with the case key, bound to this case, kind and entry id."""
+    entry = CaseEntry(
+        case_id=case_id, kind=kind.value, author_id=author_id, created_on=today, ciphertext=b""
+    )
+    session.add(entry)
+    session.flush()
+    plaintext = json.dumps(payload, ensure_ascii=False).encode()
+    entry.ciphertext = crypto.seal(
+        key, plaintext, context=entry_context(case_id, kind.value, entry.id)
+    )
+    session.flush()
+    return entry
+
+
+def open_entry(entry: CaseEntry, key: bytes) -> dict[str, Any]:
+    plaintext = crypto.open_sealed(
+        key, entry.ciphertext, context=entry_context(entry.case_id, entry.kind, entry.id)
+    )
+    payload: dict[str, Any] = json.loads(plaintext)
+    return payload
+
+
+def entries(session: Session, case_id: str, *kinds: EntryKind) -> list[CaseEntry]:
+    query = (
+        select(CaseEntry)
+        .where(CaseEntry.case_id == case_id, CaseEntry.kind.in_([k.value for k in kinds]))
+        .order_by(CaseEntry.id)
+    )
+    return list(session.execute(query).scalars())
+
+
+def thread(session: Session, case_id: str, key: bytes) -> list[dict[str, Any]]:
+    """The messages between reporter and handlers, oldest first."""
+    out = []
+    for entry in entries(session, case_id, *MESSAGE_KINDS):
+        payload = open_entry(entry, key)
+        out.append(
+            {
+                "author": "reporter" if entry.kind == EntryKind.REPORTER_MESSAGE else "handler",
+                "body": payload["body"],
+                "sent_on": entry.created_on.isoformat(),
+                "retaliation": bool(payload.get("retaliation", False)),
+            }
+        )
+    return out
+
+
+def outcome(session: Session, case_id: str, key: bytes) -> str | None:
+    written = entries(session, case_id, EntryKind.OUTCOME)
+    return open_entry(written[-1], key)["body"] if written else None
+
+
+# --------------------------------------------------------------------------
+# Access: what a caller may read does not exist for them otherwise
+
+
+def readable_cases(principal: StaffPrincipal) -> Select[tuple[Case]]:
+    granted = select(CaseKey.case_id).where(
+        CaseKey.user_id == principal.user_id, CaseKey.purpose == KeyPurpose.CASE.value
+    )
+    return select(Case).where(Case.id.in_(granted))
+
+
+@dataclass(frozen=True)
+class OpenCase:
+    case: Case
+    key: bytes
+
+
+def open_case(session: Session, principal: StaffPrincipal, case_id: str) -> OpenCase:
+    """The case and its key, if the caller holds a wrapped key for it; else 404."""
+    case = session.execute(readable_cases(principal).where(Case.id == case_id)).scalar_one_or_none()
+    wrapped = session.execute(
+        select(CaseKey).where(
+            CaseKey.case_id == case_id,
+            CaseKey.user_id == principal.user_id,
+            CaseKey.purpose == KeyPurpose.CASE.value,
+        )
+    ).scalar_one_or_none()
+    if case is None or wrapped is None:
+        raise NotFound("No such case.")
+    key = crypto.unwrap_key(
+        wrapped.wrapped_key,
+        principal.private_key,
+        info=crypto.wrap_info(case_id, KeyPurpose.CASE.value, f"user:{principal.user_id}"),
+    )
+    return OpenCase(case, key)
+
+
+def case_summary(case: Case, today: dt.date) -> dict[str, Any]:
+    return {
+        "id": case.id,
+        "status": case.status,
+        "unit_id": case.unit_id,
+        "category": case.category,
+        "received_on": case.received_on.isoformat(),
+        "acknowledged_on": case.acknowledged_on.isoformat() if case.acknowledged_on else None,
+        "acknowledgement_due": case.acknowledgement_due.isoformat(),
+        "feedback_due": case.feedback_due.isoformat(),
+        "overdue": overdue(case, today),
+    }
+
+
+def list_cases(session: Session, principal: StaffPrincipal, today: dt.date) -> list[dict[str, Any]]:
+    cases = session.execute(readable_cases(principal).order_by(Case.received_on, Case.id)).scalars()
+    return [case_summary(c, today) for c in cases]
+
+
+def read_case(
+    session: Session, principal: StaffPrincipal, case_id: str, today: dt.date
+) -> dict[str, Any]:
+    """The report (never the identity), the thread, notes and outcome; the read is audited."""
+    opened = open_case(session, principal, case_id)
+    report = entries(session, case_id, EntryKind.REPORT)
+    notes = [
+        {"body": open_entry(e, opened.key)["body"], "written_on": e.created_on.isoformat(),
+         "author_id": e.author_id}
+        for e in entries(session, case_id, EntryKind.NOTE)
+    ]
+    audit.record(session, actor=principal.actor, action="case.read", case_id=case_id)
+    return {
+        **case_summary(opened.case, today),
+        "report": open_entry(report[0], opened.key) if report else None,
+        "has_identity": bool(entries(session, case_id, EntryKind.IDENTITY)),
+        "messages": thread(session, case_id, opened.key),
+        "notes": notes,
+        "outcome": outcome(session, case_id, opened.key),
+    }
+
+
+def write_to_reporter(
+    session: Session, principal: StaffPrincipal, case_id: str, *, body: str, today: dt.date
+) -> None:
+    opened = open_case(session, principal, case_id)
+    add_entry(
+        session, case_id=case_id, kind=EntryKind.HANDLER_MESSAGE, key=opened.key,
+        payload={"body": body}, today=today, author_id=principal.user_id,
+    )
+    audit.record(session, actor=principal.actor, action="case.message_sent", case_id=case_id)
+
+
+def add_note(
+    session: Session, principal: StaffPrincipal, case_id: str, *, body: str, today: dt.date
+) -> None:
+    """An internal note: sealed like all content, never shown to the reporter."""
+    opened = open_case(session, principal, case_id)
+    add_entry(
+        session, case_id=case_id, kind=EntryKind.NOTE, key=opened.key,
+        payload={"body": body}, today=today, author_id=principal.user_id,
+    )
+    audit.record(session, actor=principal.actor, action="case.note_added", case_id=case_id)
+
+
+def change_status(
+    session: Session,
+    principal: StaffPrincipal,
+    case_id: str,
+    *,
+    status: str,
+    outcome_text: str | None,
+    today: dt.date,
+) -> dict[str, Any]:
+    """Move a case one step along its lifecycle; concluding or closing needs an outcome."""
+    opened = open_case(session, principal, case_id)
+    case = opened.case
+    try:
+        target = Status(status)
+    except ValueError as exc:
+        raise InvalidInput(f"Status must be one of {', '.join(Status)}.") from exc
+    current = Status(case.status)
+    if NEXT_STATUS.get(current) != target:
+        raise Conflict(
+            f"A case that is {current.value} can only move to "
+            f"{NEXT_STATUS[current].value if current in NEXT_STATUS else 'nothing (it is closed)'}."
+        )
+    if outcome_text:
+        add_entry(
+            session, case_id=case_id, kind=EntryKind.OUTCOME, key=opened.key,
+            payload={"body": outcome_text}, today=today, author_id=principal.user_id,
+        )
+    elif target in (Status.CONCLUDED, Status.CLOSED) and not entries(
+        session, case_id, EntryKind.OUTCOME
+    ):
+        raise InvalidInput("Concluding or closing a case needs a written outcome for the reporter.")
+
+    case.status = target.value
+    if target == Status.ACKNOWLEDGED:
+        case.acknowledged_on = today
+        case.feedback_due = feedback_due(case.received_on, today)
+    elif target == Status.CONCLUDED:
+        case.concluded_on = today
+    elif target == Status.CLOSED:
+        case.closed_on = today
+    session.flush()
+    audit.record(
+        session,
+        actor=principal.actor,
+        action="case.status_changed",
+        case_id=case_id,
+        details={"from": current.value, "to": target.value, "outcome_written": bool(outcome_text)},
+    )
+    return case_summary(case, today)

@@ -1,0 +1,188 @@
+"""The `varsling` command: serve, migrate, units, users, audit."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from varsling import audit
+from varsling.accounts import service as accounts
+from varsling.accounts.models import Unit, User
+from varsling.config import ConfigError, Settings, ensure_secrets_file, load_settings, secrets_file_path
+from varsling.db import make_engine, make_sessionmaker, migrate as run_migrations
+from varsling.errors import VarslingError
+
+app = typer.Typer(help="Varsling: a confidential whistleblowing service.", no_args_is_help=True)
+unit_app = typer.Typer(help="Units of the organisation.", no_args_is_help=True)
+user_app = typer.Typer(help="Staff accounts.", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
+app.add_typer(unit_app, name="unit")
+app.add_typer(user_app, name="user")
+app.add_typer(audit_app, name="audit")
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ValueError as exc:
+        typer.echo(f"Invalid settings: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@contextmanager
+def _transaction(settings: Settings) -> Iterator[Session]:
+    engine = make_engine(settings.database_url)
+    try:
+        with make_sessionmaker(engine).begin() as session:
+            yield session
+    except VarslingError as exc:
+        typer.echo(f"Error: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        engine.dispose()
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema up to date."""
+    settings = _settings()
+    run_migrations(settings.database_url)
+    typer.echo("Database is up to date.")
+
+
+@app.command()
+def secrets() -> None:
+    """Generate the installation's secrets file (mode 0600) if it does not exist."""
+    path = secrets_file_path()
+    if ensure_secrets_file(path):
+        typer.echo(f"Generated installation secrets in {path} (mode 0600). Back it up.")
+    else:
+        typer.echo(f"Secrets already present ({path} or the environment); nothing written.")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Serve the API and the reporter pages (secrets are generated on first start)."""
+    import uvicorn
+
+    from varsling.app import create_app
+
+    path = secrets_file_path()
+    if ensure_secrets_file(path):
+        typer.echo(
+            f"First start: generated installation secrets in {path} (mode 0600). "
+            "Back this file up: without it no case code can be checked."
+        )
+    settings = _settings()
+    try:
+        application = create_app(settings)
+    except ConfigError as exc:
+        typer.echo(f"Refusing to start: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    _warn_about_custodians(settings)
+    typer.echo(f"Serving Varsling on http://{host}:{port}")
+    # No access log: it would record reporters' IP addresses and user agents.
+    uvicorn.run(application, host=host, port=port, access_log=False, proxy_headers=False,
+                server_header=False)
+
+
+def _warn_about_custodians(settings: Settings) -> None:
+    from varsling.reports.service import list_units
+
+    with _transaction(settings) as session:
+        lacking = [u.name for u in list_units(session) if not u.has_custodian]
+    if lacking:
+        typer.echo(
+            "Note: no identity custodian on the chain of these units, so nobody can ever be "
+            f"granted a reporter's identity there: {', '.join(lacking)}"
+        )
+
+
+@unit_app.command("add")
+def unit_add(
+    name: str,
+    parent: Annotated[int | None, typer.Option("--parent", help="Parent unit id.")] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="national, county, municipal, youth or student.")
+    ] = None,
+) -> None:
+    """Add a unit; prints its id."""
+    with _transaction(_settings()) as session:
+        unit = accounts.create_unit(session, name=name, parent_id=parent, kind=kind)
+        typer.echo(unit.id)
+
+
+@unit_app.command("list")
+def unit_list() -> None:
+    """List units as a tree."""
+    with _transaction(_settings()) as session:
+        units = list(session.execute(select(Unit).order_by(Unit.id)).scalars())
+        children: dict[int | None, list[Unit]] = {}
+        for unit in units:
+            children.setdefault(unit.parent_id, []).append(unit)
+
+        def show(parent: int | None, depth: int) -> None:
+            for unit in children.get(parent, []):
+                typer.echo(f"{'  ' * depth}{unit.id}\t{unit.name} ({unit.kind})")
+                show(unit.id, depth + 1)
+
+        show(None, 0)
+
+
+@user_app.command("add")
+def user_add(
+    username: str,
+    role: Annotated[list[str], typer.Option("--role", help="handler, custodian, auditor, admin.")],
+    unit: Annotated[list[int] | None, typer.Option("--unit", help="Unit id (repeatable).")] = None,
+    display_name: Annotated[str | None, typer.Option(help="Name shown to reporters.")] = None,
+) -> None:
+    """Add a staff account. The password comes from VARSLING_PASSWORD or a prompt."""
+    password = os.environ.get("VARSLING_PASSWORD") or typer.prompt(
+        "Password", hide_input=True, confirmation_prompt=True
+    )
+    settings = _settings()
+    with _transaction(settings) as session:
+        user = accounts.create_user(
+            session, settings, username=username, password=password, roles=role,
+            unit_ids=unit or [], display_name=display_name,
+        )
+        typer.echo(user.id)
+
+
+@user_app.command("list")
+def user_list() -> None:
+    """List staff accounts with roles and units."""
+    with _transaction(_settings()) as session:
+        for user in session.execute(select(User).order_by(User.id)).scalars():
+            roles = ",".join(sorted(user.role_names))
+            units = ",".join(str(u) for u in sorted(user.unit_ids)) or "-"
+            state = "" if user.active else " (inactive)"
+            typer.echo(f"{user.id}\t{user.username}\t{user.display_name}\t{roles}\t{units}{state}")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Walk the hash chain; exits 1 and names the first broken event if it is broken."""
+    with _transaction(_settings()) as session:
+        result = audit.verify(session)
+    if result.ok:
+        typer.echo(f"OK: {result.events} events, chain intact.")
+        return
+    typer.echo(f"BROKEN: the chain breaks at sequence number {result.first_bad} "
+               f"({result.events} events read).", err=True)
+    raise typer.Exit(1)
+
+
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,139 @@
+"""One Settings object (VARSLING_ prefix), checked before the service starts."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from varsling.crypto import Argon2Params
+
+DEFAULT_SECRETS_FILE = Path("var/secrets.env")
+
+# Each installation secret, with what it protects. Losing the pepper or the
+# salt makes every case code stop working, so they are generated once.
+SECRET_SETTINGS = {
+    "code_pepper": "keys every case code with HMAC before Argon2id",
+    "code_salt": "the installation-wide Argon2id salt for case codes",
+    "web_secret": "signs the reporter pages' form (CSRF) tokens",
+}
+_PLACEHOLDERS = {"", "change-me", "changeme", "secret", "placeholder", "xxx", "todo"}
+_MIN_SECRET_CHARS = 32
+
+
+class ConfigError(Exception):
+    """The settings are not safe to run with; the message says how to fix them."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="VARSLING_",
+        extra="forbid",
+        frozen=True,
+        hide_input_in_errors=True,
+    )
+
+    environment: Literal["development", "production"] = "production"
+    database_url: str = "sqlite:///var/varsling.db"
+    secrets_file: Path = DEFAULT_SECRETS_FILE
+
+    code_pepper: SecretStr | None = None
+    code_salt: SecretStr | None = None
+    web_secret: SecretStr | None = None
+
+    # Argon2id cost for passwords and case codes (DESIGN.md: 64 MiB, 3 passes, 1 lane).
+    argon2_time_cost: int = Field(default=3, ge=1)
+    argon2_memory_kib: int = Field(default=65536, ge=8)
+    argon2_parallelism: int = Field(default=1, ge=1)
+
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+
+    session_minutes: int = Field(default=120, ge=1)
+    reporter_session_minutes: int = Field(default=30, ge=1)
+
+    # Failed case-code logins above this many a minute, across all reporters,
+    # slow every further attempt (never per IP: onion users share one).
+    code_failures_per_minute: int = Field(default=30, ge=1)
+    code_failure_delay_seconds: float = Field(default=2.0, ge=0)
+
+    max_file_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    max_files_per_report: int = Field(default=10, ge=0)
+    secure_cookies: bool = False
+
+    @property
+    def argon2(self) -> Argon2Params:
+        return Argon2Params(
+            time_cost=self.argon2_time_cost,
+            memory_kib=self.argon2_memory_kib,
+            parallelism=self.argon2_parallelism,
+        )
+
+    def secret(self, name: str) -> bytes:
+        value = getattr(self, name)
+        if value is None:
+            raise ConfigError(_missing_message(name, self.secrets_file))
+        return bytes(value.get_secret_value().encode())
+
+    def check(self) -> None:
+        """Refuse a missing or placeholder secret outside development."""
+        if self.environment == "development":
+            for name in SECRET_SETTINGS:
+                if getattr(self, name) is None:
+                    raise ConfigError(_missing_message(name, self.secrets_file))
+            return
+        for name in SECRET_SETTINGS:
+            value = getattr(self, name)
+            if value is None:
+                raise ConfigError(_missing_message(name, self.secrets_file))
+            text = value.get_secret_value()
+            if text.strip().lower() in _PLACEHOLDERS or len(text) < _MIN_SECRET_CHARS:
+                raise ConfigError(
+                    f"VARSLING_{name.upper()} is a placeholder or shorter than "
+                    f"{_MIN_SECRET_CHARS} characters; it {SECRET_SETTINGS[name]}. "
+                    f"Make one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+                )
+
+
+def _missing_message(name: str, secrets_file: Path) -> str:
+    return (
+        f"VARSLING_{name.upper()} is not set; it {SECRET_SETTINGS[name]}. "
+        f"Set it in the environment or in {secrets_file} (run `varsling secrets` to "
+        f"generate that file), or make one with: "
+        f"python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+    )
+
+
+def secrets_file_path() -> Path:
+    return Path(os.environ.get("VARSLING_SECRETS_FILE", str(DEFAULT_SECRETS_FILE)))
+
+
+def ensure_secrets_file(path: Path) -> bool:
+    """Generate the installation's secrets into `path` (mode 0600) if it is absent.
+
+    Returns True when a new file was written. Secrets already given in the
+    environment are not written again.
+    """
+    if path.exists():
+        return False
+    missing = [n for n in SECRET_SETTINGS if not os.environ.get(f"VARSLING_{n.upper()}")]
+    if not missing:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"VARSLING_{n.upper()}={secrets.token_urlsafe(48)}\n" for n in missing]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("# Varsling installation secrets. Keep this file, and back it up:\n")
+        handle.write("# without it no case code can be checked again.\n")
+        handle.writelines(lines)
+    return True
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment and the secrets file (if it exists)."""
+    path = secrets_file_path()
+    env_file = path if path.exists() else None
+    return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]

@@ -1,0 +1,352 @@
+"""Varsling's cryptography: bytes in, bytes out.
+
+Pure on purpose (an import-linter contract keeps web, database and settings
+code out), so it can be reviewed and reused by a client on its own. Nothing
+here is hand-rolled beyond composing `cryptography` and `argon2-cffi`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import struct
+from dataclasses import dataclass
+
+from argon2.low_level import Type, hash_secret_raw
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, hpke
+from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+KEY_BYTES = 32
+_V1 = b"\x01"
+_NONCE_BYTES = 12
+
+# Suite tags, the first byte of every stored public key, private key and
+# wrapped key, so that old X25519 material stays readable beside the default.
+SUITE_X25519 = 0x01
+SUITE_MLKEM768_X25519 = 0x02
+DEFAULT_SUITE = SUITE_MLKEM768_X25519
+
+_SUITES = {
+    SUITE_X25519: hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305),
+    SUITE_MLKEM768_X25519: hpke.Suite(
+        hpke.KEM.MLKEM768_X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305
+    ),
+}
+_MLKEM768_SEED_BYTES = 64
+_MLKEM768_PUBLIC_BYTES = 1184
+_X25519_BYTES = 32
+
+CASE_CODE_DIGITS = 20
+
+
+class CryptoError(Exception):
+    """A ciphertext, key or parameter string did not check out."""
+
+
+# --------------------------------------------------------------------------
+# Symmetric sealing with bound context
+
+
+def new_key() -> bytes:
+    """A fresh random 256-bit key (a case key or identity key)."""
+    return os.urandom(KEY_BYTES)
+
+
+def context(*parts: str | int | bytes) -> bytes:
+    """Unambiguous associated data: each part length-prefixed."""
+    out = bytearray()
+    for part in parts:
+        raw = part if isinstance(part, bytes) else str(part).encode()
+        out += struct.pack(">I", len(raw)) + raw
+    return bytes(out)
+
+
+def content_context(case_id: str, kind: str, entry_id: str | int) -> bytes:
+    """The associated data that binds a piece of case content to its place."""
+    return context("varsling/content", case_id, kind, entry_id)
+
+
+def seal(key: bytes, plaintext: bytes, *, context: bytes) -> bytes:
+    """ChaCha20-Poly1305; `context` is authenticated, not stored."""
+    nonce = os.urandom(_NONCE_BYTES)
+    return _V1 + nonce + ChaCha20Poly1305(key).encrypt(nonce, plaintext, _V1 + context)
+
+
+def open_sealed(key: bytes, blob: bytes, *, context: bytes) -> bytes:
+    """Open what `seal` made; fails for another key, context or any tampering."""
+    if len(blob) < 1 + _NONCE_BYTES + 16 or blob[:1] != _V1:
+        raise CryptoError("unknown ciphertext format")
+    nonce = blob[1 : 1 + _NONCE_BYTES]
+    try:
+        return ChaCha20Poly1305(key).decrypt(nonce, blob[1 + _NONCE_BYTES :], _V1 + context)
+    except InvalidTag as exc:
+        raise CryptoError("ciphertext does not open with this key and context") from exc
+
+
+def hkdf(secret: bytes, *, label: str, length: int = KEY_BYTES) -> bytes:
+    """HKDF-SHA256 with a label naming the key's purpose."""
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=label.encode()).derive(
+        secret
+    )
+
+
+# --------------------------------------------------------------------------
+# Chunked sealing for files: each chunk knows its index and whether it is last
+
+
+def seal_chunk(key: bytes, chunk: bytes, *, context: bytes, index: int, last: bool) -> bytes:
+    """Seal one chunk of a stream; reordering, dropping or cutting off fails."""
+    return seal(key, chunk, context=context + struct.pack(">Q?", index, last))
+
+
+def open_chunk(key: bytes, blob: bytes, *, context: bytes, index: int, last: bool) -> bytes:
+    """Open one chunk at the position and finality the reader expects."""
+    return open_sealed(key, blob, context=context + struct.pack(">Q?", index, last))
+
+
+# --------------------------------------------------------------------------
+# Argon2id
+
+
+@dataclass(frozen=True)
+class Argon2Params:
+    """Argon2id cost; stored beside every value derived with it."""
+
+    time_cost: int = 3
+    memory_kib: int = 65536
+    parallelism: int = 1
+
+    def encode(self) -> str:
+        return f"argon2id$v=19$m={self.memory_kib},t={self.time_cost},p={self.parallelism}"
+
+    @classmethod
+    def decode(cls, text: str) -> Argon2Params:
+        # [0-9], not \d: \d also matches non-ASCII digits, which int() accepts.
+        match = re.fullmatch(r"argon2id\$v=19\$m=([0-9]+),t=([0-9]+),p=([0-9]+)", text)
+        if match is None:
+            raise CryptoError(f"unknown Argon2 parameter string: {text!r}")
+        memory, time_cost, lanes = (int(g) for g in match.groups())
+        # Argon2's own minimums, so a bad string fails here and not at the next login.
+        if time_cost < 1 or lanes < 1 or memory < 8 * lanes:
+            raise CryptoError(f"Argon2 parameters out of range: {text!r}")
+        return cls(time_cost=time_cost, memory_kib=memory, parallelism=lanes)
+
+
+def argon2id(secret: bytes, salt: bytes, params: Argon2Params, length: int = KEY_BYTES) -> bytes:
+    """Raw Argon2id output."""
+    return bytes(
+        hash_secret_raw(
+            secret=secret,
+            salt=salt,
+            time_cost=params.time_cost,
+            memory_cost=params.memory_kib,
+            parallelism=params.parallelism,
+            hash_len=length,
+            type=Type.ID,
+        )
+    )
+
+
+# --------------------------------------------------------------------------
+# Passwords: one Argon2id run gives both the verifier and the key
+
+
+@dataclass(frozen=True)
+class LoginSecrets:
+    verifier: bytes
+    key: bytes
+
+
+def new_salt() -> bytes:
+    return os.urandom(16)
+
+
+def derive_login(password: str, salt: bytes, params: Argon2Params) -> LoginSecrets:
+    """Split one Argon2id(password) into the stored verifier and the private-key key."""
+    root = argon2id(password.encode(), salt, params)
+    return LoginSecrets(
+        verifier=hkdf(root, label="varsling/login/verifier"),
+        key=hkdf(root, label="varsling/login/private-key"),
+    )
+
+
+def verifier_matches(expected: bytes, candidate: bytes) -> bool:
+    return hmac.compare_digest(expected, candidate)
+
+
+# --------------------------------------------------------------------------
+# User key pairs and HPKE key wrapping
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    private_key: bytes
+    public_key: bytes
+
+
+def generate_keypair(suite: int = DEFAULT_SUITE) -> KeyPair:
+    """A user's HPKE key pair, both halves tagged with their suite."""
+    x_private = x25519.X25519PrivateKey.generate()
+    x_public = x_private.public_key().public_bytes_raw()
+    tag = bytes([suite])
+    if suite == SUITE_X25519:
+        return KeyPair(tag + x_private.private_bytes_raw(), tag + x_public)
+    if suite == SUITE_MLKEM768_X25519:
+        seed = os.urandom(_MLKEM768_SEED_BYTES)
+        ml_public = mlkem.MLKEM768PrivateKey.from_seed_bytes(seed).public_key().public_bytes_raw()
+        return KeyPair(
+            tag + seed + x_private.private_bytes_raw(),
+            tag + ml_public + x_public,
+        )
+    raise CryptoError(f"unknown key suite {suite}")
+
+
+def _load_public(
+    public_key: bytes,
+) -> tuple[int, x25519.X25519PublicKey | hpke.MLKEM768X25519PublicKey]:
+    suite, raw = public_key[:1], public_key[1:]
+    try:
+        if suite == bytes([SUITE_X25519]) and len(raw) == _X25519_BYTES:
+            return SUITE_X25519, x25519.X25519PublicKey.from_public_bytes(raw)
+        if (
+            suite == bytes([SUITE_MLKEM768_X25519])
+            and len(raw) == _MLKEM768_PUBLIC_BYTES + _X25519_BYTES
+        ):
+            return SUITE_MLKEM768_X25519, hpke.MLKEM768X25519PublicKey(
+                mlkem.MLKEM768PublicKey.from_public_bytes(raw[:_MLKEM768_PUBLIC_BYTES]),
+                x25519.X25519PublicKey.from_public_bytes(raw[_MLKEM768_PUBLIC_BYTES:]),
+            )
+    except ValueError as exc:  # e.g. an ML-KEM key that is not a valid encoding
+        raise CryptoError("invalid public key") from exc
+    raise CryptoError("unknown public key format")
+
+
+def _load_private(
+    private_key: bytes,
+) -> tuple[int, x25519.X25519PrivateKey | hpke.MLKEM768X25519PrivateKey]:
+    suite, raw = private_key[:1], private_key[1:]
+    try:
+        if suite == bytes([SUITE_X25519]) and len(raw) == _X25519_BYTES:
+            return SUITE_X25519, x25519.X25519PrivateKey.from_private_bytes(raw)
+        if (
+            suite == bytes([SUITE_MLKEM768_X25519])
+            and len(raw) == _MLKEM768_SEED_BYTES + _X25519_BYTES
+        ):
+            return SUITE_MLKEM768_X25519, hpke.MLKEM768X25519PrivateKey(
+                mlkem.MLKEM768PrivateKey.from_seed_bytes(raw[:_MLKEM768_SEED_BYTES]),
+                x25519.X25519PrivateKey.from_private_bytes(raw[_MLKEM768_SEED_BYTES:]),
+            )
+    except ValueError as exc:
+        raise CryptoError("invalid private key") from exc
+    raise CryptoError("unknown private key format")
+
+
+def wrap_info(case_id: str, purpose: str, recipient: str) -> bytes:
+    """HPKE `info` naming the case, the purpose and the recipient."""
+    return context("varsling/wrap", case_id, purpose, recipient)
+
+
+def wrap_key(key: bytes, public_key: bytes, *, info: bytes) -> bytes:
+    """Wrap a case key for one recipient's public key."""
+    suite, public = _load_public(public_key)
+    try:
+        return bytes([suite]) + _SUITES[suite].encrypt(key, public, info=info)
+    except ValueError as exc:  # e.g. a low-order X25519 point gives no shared secret
+        raise CryptoError("cannot wrap for this public key") from exc
+
+
+def unwrap_key(wrapped: bytes, private_key: bytes, *, info: bytes) -> bytes:
+    """Unwrap a case key; fails for another recipient, case or purpose."""
+    suite, private = _load_private(private_key)
+    if not wrapped or wrapped[0] != suite:
+        raise CryptoError("wrapped key is for another key suite")
+    try:
+        return _SUITES[suite].decrypt(wrapped[1:], private, info=info)
+    except Exception as exc:  # the binding raises several types for a bad ciphertext
+        raise CryptoError("wrapped key does not open with this private key") from exc
+
+
+def seal_private_key(private_key: bytes, key: bytes, *, owner: str) -> bytes:
+    """A user's private key sealed at rest (under a password or session key)."""
+    return seal(key, private_key, context=context("varsling/private-key", owner))
+
+
+def open_private_key(sealed: bytes, key: bytes, *, owner: str) -> bytes:
+    return open_sealed(key, sealed, context=context("varsling/private-key", owner))
+
+
+# --------------------------------------------------------------------------
+# Session tokens
+
+
+@dataclass(frozen=True)
+class TokenSecrets:
+    lookup: bytes
+    key: bytes
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def derive_token(token: str) -> TokenSecrets:
+    """The stored lookup hash and the key that opens the session's sealed secret."""
+    raw = token.encode()
+    return TokenSecrets(
+        lookup=hashlib.sha256(b"varsling/session/lookup\x00" + raw).digest(),
+        key=hkdf(raw, label="varsling/session/key"),
+    )
+
+
+# --------------------------------------------------------------------------
+# Case codes
+
+
+def new_case_code() -> str:
+    """20 random decimal digits (about 66 bits)."""
+    return f"{secrets.randbelow(10**CASE_CODE_DIGITS):0{CASE_CODE_DIGITS}d}"
+
+
+def format_case_code(code: str) -> str:
+    """Five groups of four digits, as shown to the reporter."""
+    return " ".join(code[i : i + 4] for i in range(0, CASE_CODE_DIGITS, 4))
+
+
+def normalize_case_code(text: str) -> str | None:
+    """The 20 digits of a typed code (spaces and dashes allowed), or None."""
+    digits = re.sub(r"[\s\-]", "", text)
+    if len(digits) != CASE_CODE_DIGITS or not digits.isascii() or not digits.isdigit():
+        return None
+    return digits
+
+
+@dataclass(frozen=True)
+class CaseCodeSecrets:
+    lookup: bytes
+    key: bytes
+
+
+def derive_case_code(
+    code: str, *, pepper: bytes, salt: bytes, params: Argon2Params
+) -> CaseCodeSecrets:
+    """Pepper with HMAC, stretch with Argon2id, split into a lookup value and a key."""
+    peppered = hmac.new(pepper, code.encode(), hashlib.sha256).digest()
+    root = argon2id(peppered, salt, params)
+    return CaseCodeSecrets(
+        lookup=hkdf(root, label="varsling/case-code/lookup"),
+        key=hkdf(root, label="varsling/case-code/key"),
+    )
+
+
+# --------------------------------------------------------------------------
+# Hashing helpers for the audit chain
+
+
+def sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()

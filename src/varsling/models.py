@@ -1,0 +1,32 @@
+"""Every table, imported in one place for Alembic and the migration test."""
+
+from varsling.accounts.models import (
+    InstallationSetting,
+    LoginSession,
+    Membership,
+    Unit,
+    User,
+    UserRole,
+)
+from varsling.audit import AuditEvent, AuditHead
+from varsling.cases.models import Case, CaseEntry, CaseExclusion, CaseKey, ReporterAccess
+from varsling.db import Base
+from varsling.reports.models import LoginThrottle
+
+__all__ = [
+    "AuditEvent",
+    "AuditHead",
+    "Base",
+    "Case",
+    "CaseEntry",
+    "CaseExclusion",
+    "CaseKey",
+    "InstallationSetting",
+    "LoginSession",
+    "LoginThrottle",
+    "Membership",
+    "ReporterAccess",
+    "Unit",
+    "User",
+    "UserRole",
+]

@@ -1,0 +1,1 @@
+"""The reporter side: submission, case codes, the reporter's inbox."""

@@ -1,0 +1,387 @@
+"""The reporter side: routing, submission, case-code sessions and the reporter's inbox."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from varsling import audit, crypto
+from varsling.accounts.models import LoginSession, Role, Unit, User
+from varsling.accounts.service import (
+    as_utc,
+    find_session,
+    members_with_role,
+    unit_chain,
+    utcnow,
+)
+from varsling.cases import service as cases
+from varsling.cases.models import (
+    Case,
+    CaseExclusion,
+    CaseKey,
+    EntryKind,
+    KeyPurpose,
+    ReporterAccess,
+    Status,
+)
+from varsling.config import Settings
+from varsling.errors import InvalidInput, NotFound, Unauthenticated
+from varsling.reports.models import LoginThrottle
+
+_REPORTER_KEYS_CONTEXT = "varsling/reporter-keys"
+_THROTTLE = "case_code"
+
+
+# --------------------------------------------------------------------------
+# Routing
+
+
+@dataclass(frozen=True)
+class Recipient:
+    id: int
+    display_name: str
+
+
+@dataclass(frozen=True)
+class Routing:
+    unit: Unit  # the unit whose handlers receive the report
+    handlers: list[User]
+    custodians: list[User]
+
+
+def route(session: Session, unit_id: int, excluded: Iterable[int] = ()) -> Routing:
+    """Who receives a report made about `unit_id`, leaving out the excluded.
+
+    The unit's handlers receive it; when none is left, the parent's, and so
+    on up. Custodians of the unit and every ancestor receive the identity key.
+    """
+    chain = unit_chain(session, unit_id)
+    if not chain:
+        raise InvalidInput(f"There is no unit with id {unit_id}.")
+    left_out = set(excluded)
+    custodians = {
+        u.id: u
+        for unit in chain
+        for u in members_with_role(session, unit.id, Role.CUSTODIAN)
+        if u.id not in left_out
+    }
+    for unit in chain:
+        handlers = [
+            u for u in members_with_role(session, unit.id, Role.HANDLER) if u.id not in left_out
+        ]
+        if handlers:
+            return Routing(unit, handlers, list(custodians.values()))
+    raise InvalidInput(
+        "Nobody would be left to receive this report: every case handler up to the national "
+        "level is excluded or none is set up. Exclude fewer people."
+    )
+
+
+@dataclass(frozen=True)
+class UnitListing:
+    id: int
+    name: str
+    kind: str
+    parent_id: int | None
+    recipients: list[Recipient]
+    has_custodian: bool
+
+
+def list_units(session: Session) -> list[UnitListing]:
+    """Every unit with the handlers who would receive a report made there."""
+    out = []
+    for unit in session.execute(select(Unit).order_by(Unit.id)).scalars():
+        try:
+            routing = route(session, unit.id)
+            recipients = [Recipient(u.id, u.display_name) for u in routing.handlers]
+            has_custodian = bool(routing.custodians)
+        except InvalidInput:
+            recipients, has_custodian = [], False
+        out.append(
+            UnitListing(unit.id, unit.name, unit.kind, unit.parent_id, recipients, has_custodian)
+        )
+    return out
+
+
+# --------------------------------------------------------------------------
+# Submission
+
+
+def _reporter_context(case_id: str) -> bytes:
+    return crypto.context(_REPORTER_KEYS_CONTEXT, case_id)
+
+
+def _wrap_for(session: Session, case_id: str, user: User, purpose: KeyPurpose, key: bytes,
+              today: dt.date) -> None:
+    session.add(
+        CaseKey(
+            case_id=case_id,
+            user_id=user.id,
+            purpose=purpose.value,
+            wrapped_key=crypto.wrap_key(
+                key, user.public_key, info=crypto.wrap_info(case_id, purpose.value, f"user:{user.id}")
+            ),
+            granted_on=today,
+        )
+    )
+
+
+@dataclass(frozen=True)
+class Submission:
+    case_id: str
+    case_code: str  # formatted; shown once, never stored
+
+
+def submit_report(
+    session: Session,
+    settings: Settings,
+    *,
+    unit_id: int,
+    category: str,
+    report: dict[str, Any],
+    identity: dict[str, Any] | None,
+    excluded: Iterable[int] = (),
+    today: dt.date | None = None,
+) -> Submission:
+    """Seal a report, wrap its keys for its receivers and the reporter; return the case code.
+
+    The case code's Argon2id runs before the first database statement so it
+    never holds a database lock.
+    """
+    today = today or utcnow().date()
+    code = crypto.new_case_code()
+    params = settings.argon2
+    code_secrets = crypto.derive_case_code(
+        code, pepper=settings.secret("code_pepper"), salt=settings.secret("code_salt"),
+        params=params,
+    )
+
+    excluded_ids = sorted(set(excluded))
+    for user_id in excluded_ids:
+        if session.get(User, user_id) is None:
+            raise InvalidInput(f"There is no recipient with id {user_id} to exclude.")
+    routing = route(session, unit_id, excluded_ids)
+
+    case_id = uuid.uuid4().hex
+    case_key, identity_key = crypto.new_key(), crypto.new_key()
+    case = Case(
+        id=case_id,
+        unit_id=unit_id,
+        status=Status.RECEIVED.value,
+        category=category,
+        received_on=today,
+        acknowledgement_due=cases.acknowledgement_due(today),
+        feedback_due=cases.feedback_due(today, None),
+    )
+    session.add(case)
+    session.flush()
+    session.add_all(CaseExclusion(case_id=case_id, user_id=u, reason="reporter") for u in excluded_ids)
+    for handler in routing.handlers:
+        _wrap_for(session, case_id, handler, KeyPurpose.CASE, case_key, today)
+    for custodian in routing.custodians:
+        _wrap_for(session, case_id, custodian, KeyPurpose.IDENTITY, identity_key, today)
+    session.add(
+        ReporterAccess(
+            case_id=case_id,
+            lookup=code_secrets.lookup,
+            code_params=params.encode(),
+            sealed_keys=crypto.seal(
+                code_secrets.key, case_key + identity_key, context=_reporter_context(case_id)
+            ),
+        )
+    )
+    cases.add_entry(
+        session, case_id=case_id, kind=EntryKind.REPORT, key=case_key,
+        payload={"category": category, **report}, today=today,
+    )
+    if identity:
+        cases.add_entry(
+            session, case_id=case_id, kind=EntryKind.IDENTITY, key=identity_key,
+            payload=identity, today=today,
+        )
+    audit.record(
+        session,
+        actor=audit.REPORTER,
+        action="case.submitted",
+        case_id=case_id,
+        details={
+            "unit_id": unit_id,
+            "routed_to_unit_id": routing.unit.id,
+            "recipients": [u.id for u in routing.handlers],
+            "custodians": [u.id for u in routing.custodians],
+            "excluded": excluded_ids,
+            "with_identity": bool(identity),
+        },
+    )
+    return Submission(case_id, crypto.format_case_code(code))
+
+
+# --------------------------------------------------------------------------
+# Case-code sessions
+
+
+def throttle_delay(maker: sessionmaker[Session], settings: Settings) -> float:
+    """Seconds to wait before checking a code: non-zero once guessing is under way."""
+    with maker.begin() as session:
+        row = session.get(LoginThrottle, _THROTTLE)
+        if row is None:
+            return 0.0
+        if utcnow() - as_utc(row.window_start) > dt.timedelta(minutes=1):
+            return 0.0
+        if row.failures < settings.code_failures_per_minute:
+            return 0.0
+        return settings.code_failure_delay_seconds
+
+
+def note_code_failure(session: Session) -> None:
+    """Count a failed code for everyone; the route answers 401 without rolling back."""
+    now = utcnow()
+    row = session.get(LoginThrottle, _THROTTLE, with_for_update=True)
+    if row is None:
+        session.add(LoginThrottle(name=_THROTTLE, window_start=now, failures=1))
+    elif now - as_utc(row.window_start) > dt.timedelta(minutes=1):
+        row.window_start, row.failures = now, 1
+    else:
+        row.failures += 1
+    session.flush()
+
+
+def open_reporter_session(
+    session: Session, settings: Settings, *, case_code: str, maker: sessionmaker[Session]
+) -> str | None:
+    """A session token for a right code; None for a wrong one (counted globally).
+
+    Every code costs the same Argon2id run before the lookup, whether it is
+    right or not; only after the check do the paths differ.
+    """
+    delay = throttle_delay(maker, settings)
+    if delay:
+        time.sleep(delay)
+    code = crypto.normalize_case_code(case_code)
+    if code is None:
+        note_code_failure(session)
+        return None
+    pepper, salt = settings.secret("code_pepper"), settings.secret("code_salt")
+    current = settings.argon2
+    found = _lookup(session, crypto.derive_case_code(code, pepper=pepper, salt=salt, params=current))
+    if found is None:
+        # Codes made under earlier Argon2id parameters still open their case.
+        older = session.execute(
+            select(ReporterAccess.code_params)
+            .where(ReporterAccess.code_params != current.encode())
+            .distinct()
+        ).scalars()
+        for encoded in list(older):
+            params = crypto.Argon2Params.decode(encoded)
+            found = _lookup(
+                session, crypto.derive_case_code(code, pepper=pepper, salt=salt, params=params)
+            )
+            if found is not None:
+                break
+    if found is None:
+        note_code_failure(session)
+        return None
+    access, code_key = found
+    keys = crypto.open_sealed(code_key, access.sealed_keys, context=_reporter_context(access.case_id))
+    token = crypto.new_token()
+    token_secrets = crypto.derive_token(token)
+    now = utcnow()
+    session.add(
+        LoginSession(
+            token_lookup=token_secrets.lookup,
+            case_id=access.case_id,
+            sealed_secret=crypto.seal(
+                token_secrets.key, keys, context=_reporter_context(access.case_id)
+            ),
+            expires_at=now + dt.timedelta(minutes=settings.reporter_session_minutes),
+        )
+    )
+    audit.record(session, actor=audit.REPORTER, action="reporter.login", case_id=access.case_id)
+    return token
+
+
+def _lookup(
+    session: Session, code_secrets: crypto.CaseCodeSecrets
+) -> tuple[ReporterAccess, bytes] | None:
+    access = session.execute(
+        select(ReporterAccess).where(ReporterAccess.lookup == code_secrets.lookup)
+    ).scalar_one_or_none()
+    return (access, code_secrets.key) if access is not None else None
+
+
+@dataclass(frozen=True)
+class ReporterPrincipal:
+    case_id: str
+    case_key: bytes
+    identity_key: bytes
+
+
+def reporter_principal(session: Session, token: str) -> ReporterPrincipal:
+    found, token_secrets = find_session(session, token)
+    if found.case_id is None:
+        raise Unauthenticated("This is not a reporter session.")
+    keys = crypto.open_sealed(
+        token_secrets.key, found.sealed_secret, context=_reporter_context(found.case_id)
+    )
+    return ReporterPrincipal(found.case_id, keys[: crypto.KEY_BYTES], keys[crypto.KEY_BYTES :])
+
+
+# --------------------------------------------------------------------------
+# The reporter's inbox
+
+
+def reporter_case(session: Session, principal: ReporterPrincipal) -> dict[str, Any]:
+    """What the reporter sees: status, deadlines, their report with identity, the thread."""
+    case = session.get(Case, principal.case_id)
+    if case is None:
+        raise NotFound("This case no longer exists.")
+    report_entries = cases.entries(session, case.id, EntryKind.REPORT)
+    report = cases.open_entry(report_entries[0], principal.case_key) if report_entries else {}
+    identity_entries = cases.entries(session, case.id, EntryKind.IDENTITY)
+    identity = (
+        cases.open_entry(identity_entries[0], principal.identity_key) if identity_entries else None
+    )
+    audit.record(session, actor=audit.REPORTER, action="reporter.case_read", case_id=case.id)
+    return {
+        "status": case.status,
+        "received_on": case.received_on.isoformat(),
+        "acknowledgement_due": case.acknowledgement_due.isoformat(),
+        "feedback_due": case.feedback_due.isoformat(),
+        "report": {**report, "identity": identity},
+        "messages": [
+            {k: m[k] for k in ("author", "body", "sent_on", "retaliation")}
+            for m in cases.thread(session, case.id, principal.case_key)
+        ],
+        "outcome": cases.outcome(session, case.id, principal.case_key),
+    }
+
+
+def add_reporter_message(
+    session: Session,
+    principal: ReporterPrincipal,
+    *,
+    body: str,
+    retaliation: bool = False,
+    today: dt.date | None = None,
+) -> None:
+    today = today or utcnow().date()
+    if session.get(Case, principal.case_id) is None:
+        raise NotFound("This case no longer exists.")
+    cases.add_entry(
+        session, case_id=principal.case_id, kind=EntryKind.REPORTER_MESSAGE,
+        key=principal.case_key, payload={"body": body, "retaliation": retaliation}, today=today,
+    )
+    audit.record(
+        session,
+        actor=audit.REPORTER,
+        action="reporter.message_sent",
+        case_id=principal.case_id,
+        details={"retaliation": retaliation},
+    )

@@ -1,0 +1,156 @@
+"""Fixtures: every test runs on SQLite and on PostgreSQL.
+
+The schema is migrated with Alembic once per database and session; each test
+then starts from empty tables (a copied SQLite file, or truncated PostgreSQL
+tables with the audit triggers bypassed for the cleanup only).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from varsling.app import create_app
+from varsling.config import Settings
+from varsling.db import make_engine, make_sessionmaker, migrate
+from varsling.models import Base
+
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+TEST_SECRETS = {
+    "code_pepper": "test-pepper-" + "p" * 40,
+    "code_salt": "test-salt-" + "s" * 40,
+    "web_secret": "test-web-secret-" + "w" * 40,
+}
+FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 64, "argon2_parallelism": 1}
+PASSWORD = "correct horse battery staple"
+
+
+def _postgres_url() -> str:
+    return os.environ.get("VARSLING_TEST_DATABASE_URL", DEFAULT_PG_URL)
+
+
+def _postgres_reachable(url: str) -> str | None:
+    try:
+        engine = create_engine(url)
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    return None
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A migrated database of each kind, with a way to empty it between tests."""
+    if request.param == "sqlite":
+        folder = tmp_path_factory.mktemp("sqlite")
+        template = folder / "template.db"
+        migrate(f"sqlite:///{template}")
+        return SQLiteDatabase(template)
+    url = _postgres_url()
+    problem = _postgres_reachable(url)
+    if problem is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL must be reachable in CI at {url}: {problem}")
+        pytest.skip(f"PostgreSQL not reachable at {url} ({problem}); set VARSLING_TEST_DATABASE_URL")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    migrate(url)
+    return PostgresDatabase(url)
+
+
+class SQLiteDatabase:
+    kind = "sqlite"
+
+    def __init__(self, template: Path) -> None:
+        self.template = template
+        self.url = ""
+        self.path = template
+
+    def fresh(self, folder: Path) -> str:
+        self.path = folder / "varsling.db"
+        shutil.copyfile(self.template, self.path)
+        self.url = f"sqlite:///{self.path}"
+        return self.url
+
+    def clean(self) -> None:
+        """Nothing to do: the next test copies the template again."""
+
+
+class PostgresDatabase:
+    kind = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def fresh(self, _folder: Path) -> str:
+        return self.url
+
+    def clean(self) -> None:
+        engine = create_engine(self.url)
+        tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+        with engine.begin() as connection:
+            connection.execute(text("SET LOCAL session_replication_role = replica"))
+            connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+            connection.execute(
+                text("INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, :h)"), {"h": "0" * 64}
+            )
+        engine.dispose()
+
+
+@pytest.fixture
+def database_url(database: Any, tmp_path: Path) -> Iterator[str]:
+    url: str = database.fresh(tmp_path)
+    yield url
+    database.clean()
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "environment": "development",
+        "database_url": database_url,
+        **TEST_SECRETS,
+        **FAST_ARGON2,
+        **overrides,
+    }
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url)
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Iterator[Engine]:
+    engine = make_engine(settings.database_url, immediate=False)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def db(engine: Engine) -> Iterator[Session]:
+    """A session whose work the test commits itself (services only flush)."""
+    with make_sessionmaker(engine)() as session:
+        yield session
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    app = create_app(settings)
+    with TestClient(app) as test_client:
+        yield test_client
+    app.state.engine.dispose()

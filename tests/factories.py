@@ -1,0 +1,58 @@
+"""Plain factory functions: make_unit(session, ...), make_user(session, ...)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from varsling.accounts import service as accounts
+from varsling.accounts.models import Unit, User
+from varsling.config import Settings
+
+PASSWORD = "correct horse battery staple"
+
+
+def make_unit(session: Session, name: str = "Sentralt", **overrides: Any) -> Unit:
+    unit = accounts.create_unit(session, name=name, **overrides)
+    session.commit()
+    return unit
+
+
+def make_user(
+    session: Session,
+    settings: Settings,
+    username: str,
+    *,
+    roles: tuple[str, ...] = ("handler",),
+    units: tuple[int, ...] = (),
+    display_name: str | None = None,
+) -> User:
+    user = accounts.create_user(
+        session, settings, username=username, password=PASSWORD, roles=roles,
+        unit_ids=units, display_name=display_name,
+    )
+    session.commit()
+    return user
+
+
+def login(client: TestClient, username: str, password: str = PASSWORD) -> dict[str, str]:
+    response = client.post("/api/v1/sessions", json={"username": username, "password": password})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+def report(unit_id: int, **overrides: Any) -> dict[str, Any]:
+    return {
+        "unit_id": unit_id,
+        "category": "harassment",
+        "description": "Something happened at the county meeting.",
+        **overrides,
+    }
+
+
+def reporter_login(client: TestClient, case_code: str) -> dict[str, str]:
+    response = client.post("/api/v1/reporter/session", json={"case_code": case_code})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['token']}"}

@@ -44,7 +44,7 @@ def _postgres_reachable(url: str) -> str | None:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
         engine.dispose()
-    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+    except Exception as exc:  # any failure means "not reachable"
         return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
     return None
 
@@ -62,7 +62,9 @@ def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     if problem is not None:
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL must be reachable in CI at {url}: {problem}")
-        pytest.skip(f"PostgreSQL not reachable at {url} ({problem}); set VARSLING_TEST_DATABASE_URL")
+        pytest.skip(
+            f"PostgreSQL not reachable at {url} ({problem}); set VARSLING_TEST_DATABASE_URL"
+        )
     engine = create_engine(url)
     with engine.begin() as connection:
         connection.execute(text("DROP SCHEMA public CASCADE"))

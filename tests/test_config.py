@@ -12,16 +12,18 @@ from varsling.config import ConfigError, Settings, ensure_secrets_file, load_set
 
 
 def test_production_refuses_missing_secret_and_names_it() -> None:
-    settings = Settings(environment="production", code_pepper=None, code_salt="s" * 40,
-                        web_secret="w" * 40)
-    with pytest.raises(ConfigError, match="VARSLING_CODE_PEPPER.*token_urlsafe"):
+    settings = Settings(
+        environment="production", code_pepper=None, code_salt="s" * 40, web_secret="w" * 40
+    )
+    with pytest.raises(ConfigError, match=r"VARSLING_CODE_PEPPER.*token_urlsafe"):
         create_app(settings)
 
 
 @pytest.mark.parametrize("value", ["change-me", "short"])
 def test_production_refuses_placeholder_secret(value: str) -> None:
-    settings = Settings(environment="production", code_pepper="p" * 40, code_salt="s" * 40,
-                        web_secret=value)
+    settings = Settings(
+        environment="production", code_pepper="p" * 40, code_salt="s" * 40, web_secret=value
+    )
     with pytest.raises(ConfigError, match="VARSLING_WEB_SECRET"):
         settings.check()
 

@@ -113,7 +113,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(
-            error_body(code, str(exc.detail)), status_code=exc.status_code,
+            error_body(code, str(exc.detail)),
+            status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
 
@@ -170,4 +171,3 @@ def create_app(settings: Settings) -> FastAPI:
         + settings.max_files_per_report * settings.max_file_bytes,
     )
     return app
-

@@ -22,7 +22,9 @@ class VerificationOut(BaseModel):
 def verify(principal: Auditor, session: DbSession) -> VerificationOut:
     result = audit.verify(session)
     audit.record(
-        session, actor=principal.actor, action="audit.verified",
+        session,
+        actor=principal.actor,
+        action="audit.verified",
         details={"ok": result.ok, "events": result.events, "first_bad": result.first_bad},
     )
     return VerificationOut(ok=result.ok, events=result.events, first_bad=result.first_bad)

@@ -43,6 +43,7 @@ def current_reporter(session: DbSession, token: Token) -> ReporterPrincipal:
 
 Reporter = Annotated[ReporterPrincipal, Depends(current_reporter)]
 
+
 def require_role(role: Role) -> Callable[[StaffPrincipal], StaffPrincipal]:
     def check(principal: Staff) -> StaffPrincipal:
         if role.value not in principal.roles:

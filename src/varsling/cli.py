@@ -14,8 +14,15 @@ from sqlalchemy.orm import Session
 from varsling import audit
 from varsling.accounts import service as accounts
 from varsling.accounts.models import Unit, User
-from varsling.config import ConfigError, Settings, ensure_secrets_file, load_settings, secrets_file_path
-from varsling.db import make_engine, make_sessionmaker, migrate as run_migrations
+from varsling.config import (
+    ConfigError,
+    Settings,
+    ensure_secrets_file,
+    load_settings,
+    secrets_file_path,
+)
+from varsling.db import make_engine, make_sessionmaker
+from varsling.db import migrate as run_migrations
 from varsling.errors import VarslingError
 
 app = typer.Typer(help="Varsling: a confidential whistleblowing service.", no_args_is_help=True)
@@ -91,8 +98,14 @@ def serve(
     _warn_about_custodians(settings)
     typer.echo(f"Serving Varsling on http://{host}:{port}")
     # No access log: it would record reporters' IP addresses and user agents.
-    uvicorn.run(application, host=host, port=port, access_log=False, proxy_headers=False,
-                server_header=False)
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+    )
 
 
 def _warn_about_custodians(settings: Settings) -> None:
@@ -152,8 +165,13 @@ def user_add(
     settings = _settings()
     with _transaction(settings) as session:
         user = accounts.create_user(
-            session, settings, username=username, password=password, roles=role,
-            unit_ids=unit or [], display_name=display_name,
+            session,
+            settings,
+            username=username,
+            password=password,
+            roles=role,
+            unit_ids=unit or [],
+            display_name=display_name,
         )
         typer.echo(user.id)
 
@@ -177,11 +195,12 @@ def audit_verify() -> None:
     if result.ok:
         typer.echo(f"OK: {result.events} events, chain intact.")
         return
-    typer.echo(f"BROKEN: the chain breaks at sequence number {result.first_bad} "
-               f"({result.events} events read).", err=True)
+    typer.echo(
+        f"BROKEN: the chain breaks at sequence number {result.first_bad} "
+        f"({result.events} events read).",
+        err=True,
+    )
     raise typer.Exit(1)
-
-
 
 
 if __name__ == "__main__":

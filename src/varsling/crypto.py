@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import struct
+import unicodedata
 from dataclasses import dataclass
 
 from argon2.low_level import Type, hash_secret_raw
@@ -169,7 +170,8 @@ def new_salt() -> bytes:
 
 def derive_login(password: str, salt: bytes, params: Argon2Params) -> LoginSecrets:
     """Split one Argon2id(password) into the stored verifier and the private-key key."""
-    root = argon2id(password.encode(), salt, params)
+    # NFC, so the same password typed on another keyboard gives the same key.
+    root = argon2id(unicodedata.normalize("NFC", password).encode(), salt, params)
     return LoginSecrets(
         verifier=hkdf(root, label="varsling/login/verifier"),
         key=hkdf(root, label="varsling/login/private-key"),

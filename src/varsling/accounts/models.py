@@ -50,9 +50,7 @@ class User(Base):
     public_key: Mapped[bytes] = mapped_column(LargeBinary)
     sealed_private_key: Mapped[bytes] = mapped_column(LargeBinary)
 
-    roles: Mapped[list[UserRole]] = relationship(
-        lazy="selectin", cascade="all, delete-orphan"
-    )
+    roles: Mapped[list[UserRole]] = relationship(lazy="selectin", cascade="all, delete-orphan")
     memberships: Mapped[list[Membership]] = relationship(
         lazy="selectin", cascade="all, delete-orphan"
     )

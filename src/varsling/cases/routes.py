@@ -45,6 +45,10 @@ def change_status(
     case_id: str, body: StatusIn, principal: Staff, session: DbSession
 ) -> dict[str, Any]:
     return service.change_status(
-        session, principal, case_id, status=body.status.value, outcome_text=body.outcome,
+        session,
+        principal,
+        case_id,
+        status=body.status.value,
+        outcome_text=body.outcome,
         today=utcnow().date(),
     )

@@ -36,7 +36,9 @@ def add_months(day: dt.date, months: int) -> dt.date:
     """The same day `months` later, or the month's last day when it is shorter."""
     month_index = day.month - 1 + months
     year, month = day.year + month_index // 12, month_index % 12 + 1
-    return day.replace(year=year, month=month, day=min(day.day, calendar.monthrange(year, month)[1]))
+    return day.replace(
+        year=year, month=month, day=min(day.day, calendar.monthrange(year, month)[1])
+    )
 
 
 def acknowledgement_due(received_on: dt.date) -> dt.date:
@@ -132,7 +134,7 @@ def outcome(session: Session, case_id: str, key: bytes) -> str | None:
 # Access: what a caller may read does not exist for them otherwise
 
 
-def readable_cases(principal: StaffPrincipal) -> Select[tuple[Case]]:
+def readable_cases(principal: StaffPrincipal) -> Select[Case]:
     granted = select(CaseKey.case_id).where(
         CaseKey.user_id == principal.user_id, CaseKey.purpose == KeyPurpose.CASE.value
     )
@@ -191,8 +193,11 @@ def read_case(
     opened = open_case(session, principal, case_id)
     report = entries(session, case_id, EntryKind.REPORT)
     notes = [
-        {"body": open_entry(e, opened.key)["body"], "written_on": e.created_on.isoformat(),
-         "author_id": e.author_id}
+        {
+            "body": open_entry(e, opened.key)["body"],
+            "written_on": e.created_on.isoformat(),
+            "author_id": e.author_id,
+        }
         for e in entries(session, case_id, EntryKind.NOTE)
     ]
     audit.record(session, actor=principal.actor, action="case.read", case_id=case_id)
@@ -211,8 +216,13 @@ def write_to_reporter(
 ) -> None:
     opened = open_case(session, principal, case_id)
     add_entry(
-        session, case_id=case_id, kind=EntryKind.HANDLER_MESSAGE, key=opened.key,
-        payload={"body": body}, today=today, author_id=principal.user_id,
+        session,
+        case_id=case_id,
+        kind=EntryKind.HANDLER_MESSAGE,
+        key=opened.key,
+        payload={"body": body},
+        today=today,
+        author_id=principal.user_id,
     )
     audit.record(session, actor=principal.actor, action="case.message_sent", case_id=case_id)
 
@@ -223,8 +233,13 @@ def add_note(
     """An internal note: sealed like all content, never shown to the reporter."""
     opened = open_case(session, principal, case_id)
     add_entry(
-        session, case_id=case_id, kind=EntryKind.NOTE, key=opened.key,
-        payload={"body": body}, today=today, author_id=principal.user_id,
+        session,
+        case_id=case_id,
+        kind=EntryKind.NOTE,
+        key=opened.key,
+        payload={"body": body},
+        today=today,
+        author_id=principal.user_id,
     )
     audit.record(session, actor=principal.actor, action="case.note_added", case_id=case_id)
 
@@ -253,8 +268,13 @@ def change_status(
         )
     if outcome_text:
         add_entry(
-            session, case_id=case_id, kind=EntryKind.OUTCOME, key=opened.key,
-            payload={"body": outcome_text}, today=today, author_id=principal.user_id,
+            session,
+            case_id=case_id,
+            kind=EntryKind.OUTCOME,
+            key=opened.key,
+            payload={"body": outcome_text},
+            today=today,
+            author_id=principal.user_id,
         )
     elif target in (Status.CONCLUDED, Status.CLOSED) and not entries(
         session, case_id, EntryKind.OUTCOME

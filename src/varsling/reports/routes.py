@@ -24,8 +24,15 @@ from varsling.reports.schemas import (
 router = APIRouter(prefix="/api/v1", tags=["reporter"])
 
 REPORT_FIELDS = (
-    "description", "when", "where", "involved", "witnesses", "reported_before",
-    "desired_outcome", "on_behalf_of_someone_else", "wants_meeting",
+    "description",
+    "when",
+    "where",
+    "involved",
+    "witnesses",
+    "reported_before",
+    "desired_outcome",
+    "on_behalf_of_someone_else",
+    "wants_meeting",
 )
 
 
@@ -38,8 +45,11 @@ def _settings(request: Request) -> Settings:
 def list_units(session: DbSession) -> list[UnitOut]:
     return [
         UnitOut(
-            id=u.id, name=u.name, parent_id=u.parent_id, kind=u.kind,
-            recipients=[asdict(r) for r in u.recipients],  # type: ignore[misc]
+            id=u.id,
+            name=u.name,
+            parent_id=u.parent_id,
+            kind=u.kind,
+            recipients=[asdict(r) for r in u.recipients],
             identity_custodian=u.has_custodian,
         )
         for u in service.list_units(session)
@@ -65,13 +75,20 @@ def reporter_login(
     body: ReporterSessionIn, request: Request, session: DbSession
 ) -> TokenOut | JSONResponse:
     token = service.open_reporter_session(
-        session, _settings(request), case_code=body.case_code,
+        session,
+        _settings(request),
+        case_code=body.case_code,
         maker=request.app.state.sessionmaker,
     )
     if token is None:
         # Answered, not raised: the failure count must be committed.
         return JSONResponse(
-            {"error": {"code": "unauthenticated", "message": "That case code does not open a case."}},
+            {
+                "error": {
+                    "code": "unauthenticated",
+                    "message": "That case code does not open a case.",
+                }
+            },
             status_code=401,
         )
     return TokenOut(token=token)
@@ -83,8 +100,8 @@ def reporter_case(principal: Reporter, session: DbSession) -> dict[str, object]:
 
 
 @router.post("/reporter/case/messages", status_code=201)
-def reporter_message(body: ReporterMessageIn, principal: Reporter, session: DbSession) -> dict[str, str]:
+def reporter_message(
+    body: ReporterMessageIn, principal: Reporter, session: DbSession
+) -> dict[str, str]:
     service.add_reporter_message(session, principal, body=body.body, retaliation=body.retaliation)
     return {"status": "sent"}
-
-

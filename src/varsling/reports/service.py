@@ -118,15 +118,18 @@ def _reporter_context(case_id: str) -> bytes:
     return crypto.context(_REPORTER_KEYS_CONTEXT, case_id)
 
 
-def _wrap_for(session: Session, case_id: str, user: User, purpose: KeyPurpose, key: bytes,
-              today: dt.date) -> None:
+def _wrap_for(
+    session: Session, case_id: str, user: User, purpose: KeyPurpose, key: bytes, today: dt.date
+) -> None:
     session.add(
         CaseKey(
             case_id=case_id,
             user_id=user.id,
             purpose=purpose.value,
             wrapped_key=crypto.wrap_key(
-                key, user.public_key, info=crypto.wrap_info(case_id, purpose.value, f"user:{user.id}")
+                key,
+                user.public_key,
+                info=crypto.wrap_info(case_id, purpose.value, f"user:{user.id}"),
             ),
             granted_on=today,
         )
@@ -159,7 +162,9 @@ def submit_report(
     code = crypto.new_case_code()
     params = settings.argon2
     code_secrets = crypto.derive_case_code(
-        code, pepper=settings.secret("code_pepper"), salt=settings.secret("code_salt"),
+        code,
+        pepper=settings.secret("code_pepper"),
+        salt=settings.secret("code_salt"),
         params=params,
     )
 
@@ -182,7 +187,9 @@ def submit_report(
     )
     session.add(case)
     session.flush()
-    session.add_all(CaseExclusion(case_id=case_id, user_id=u, reason="reporter") for u in excluded_ids)
+    session.add_all(
+        CaseExclusion(case_id=case_id, user_id=u, reason="reporter") for u in excluded_ids
+    )
     for handler in routing.handlers:
         _wrap_for(session, case_id, handler, KeyPurpose.CASE, case_key, today)
     for custodian in routing.custodians:
@@ -198,13 +205,21 @@ def submit_report(
         )
     )
     cases.add_entry(
-        session, case_id=case_id, kind=EntryKind.REPORT, key=case_key,
-        payload={"category": category, **report}, today=today,
+        session,
+        case_id=case_id,
+        kind=EntryKind.REPORT,
+        key=case_key,
+        payload={"category": category, **report},
+        today=today,
     )
     if identity:
         cases.add_entry(
-            session, case_id=case_id, kind=EntryKind.IDENTITY, key=identity_key,
-            payload=identity, today=today,
+            session,
+            case_id=case_id,
+            kind=EntryKind.IDENTITY,
+            key=identity_key,
+            payload=identity,
+            today=today,
         )
     audit.record(
         session,
@@ -270,7 +285,9 @@ def open_reporter_session(
         return None
     pepper, salt = settings.secret("code_pepper"), settings.secret("code_salt")
     current = settings.argon2
-    found = _lookup(session, crypto.derive_case_code(code, pepper=pepper, salt=salt, params=current))
+    found = _lookup(
+        session, crypto.derive_case_code(code, pepper=pepper, salt=salt, params=current)
+    )
     if found is None:
         # Codes made under earlier Argon2id parameters still open their case.
         older = session.execute(
@@ -289,7 +306,9 @@ def open_reporter_session(
         note_code_failure(session)
         return None
     access, code_key = found
-    keys = crypto.open_sealed(code_key, access.sealed_keys, context=_reporter_context(access.case_id))
+    keys = crypto.open_sealed(
+        code_key, access.sealed_keys, context=_reporter_context(access.case_id)
+    )
     token = crypto.new_token()
     token_secrets = crypto.derive_token(token)
     now = utcnow()
@@ -375,8 +394,12 @@ def add_reporter_message(
     if session.get(Case, principal.case_id) is None:
         raise NotFound("This case no longer exists.")
     cases.add_entry(
-        session, case_id=principal.case_id, kind=EntryKind.REPORTER_MESSAGE,
-        key=principal.case_key, payload={"body": body, "retaliation": retaliation}, today=today,
+        session,
+        case_id=principal.case_id,
+        kind=EntryKind.REPORTER_MESSAGE,
+        key=principal.case_key,
+        payload={"body": body, "retaliation": retaliation},
+        today=today,
     )
     audit.record(
         session,

@@ -1,0 +1,89 @@
+"""The `varsling` command as an administrator uses it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from tests.factories import PASSWORD, login, report
+
+
+def _varsling(database_url: str, *args: str, password: str | None = None,
+              secrets_file: str = "/nonexistent") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "VARSLING_DATABASE_URL": database_url,
+           "VARSLING_SECRETS_FILE": secrets_file,
+           "VARSLING_CODE_PEPPER": "p" * 40, "VARSLING_CODE_SALT": "s" * 40,
+           "VARSLING_WEB_SECRET": "w" * 40,
+           "VARSLING_ARGON2_MEMORY_KIB": "64", "VARSLING_ARGON2_TIME_COST": "1"}
+    env.pop("VARSLING_PASSWORD", None)
+    if password is not None:
+        env["VARSLING_PASSWORD"] = password
+    return subprocess.run(
+        [sys.executable, "-m", "varsling", *args], capture_output=True, text=True, env=env,
+        check=False, timeout=120,
+    )
+
+
+def test_units_and_users_are_managed_from_the_command_line(database_url: str) -> None:
+    assert _varsling(database_url, "migrate").returncode == 0
+    national = _varsling(database_url, "unit", "add", "Sentralt")
+    assert national.returncode == 0, national.stderr
+    national_id = int(national.stdout.strip())
+    county = _varsling(database_url, "unit", "add", "Vestland", "--parent", str(national_id),
+                       "--kind", "county")
+    county_id = int(county.stdout.strip())
+
+    added = _varsling(database_url, "user", "add", "hanne", "--role", "handler", "--role",
+                      "custodian", "--unit", str(county_id), "--display-name", "Hanne H",
+                      password=PASSWORD)
+    assert added.returncode == 0, added.stderr
+    assert PASSWORD not in added.stdout + added.stderr
+
+    units = _varsling(database_url, "unit", "list").stdout
+    assert f"{national_id}\tSentralt (national)" in units
+    assert f"  {county_id}\tVestland (county)" in units
+    users = _varsling(database_url, "user", "list").stdout
+    assert "hanne\tHanne H\tcustodian,handler\t" + str(county_id) in users
+    assert _varsling(database_url, "audit", "verify").stdout.startswith("OK: 3 events")
+
+
+def test_bad_cli_input_is_a_clear_error(database_url: str) -> None:
+    orphan = _varsling(database_url, "unit", "add", "Orphan", "--parent", "999")
+    assert orphan.returncode == 1
+    assert "no unit with id 999" in orphan.stderr
+    weak = _varsling(database_url, "user", "add", "kim", "--role", "handler", password="short")
+    assert weak.returncode == 1
+    assert "at least 12 characters" in weak.stderr
+    role = _varsling(database_url, "user", "add", "kim", "--role", "boss", password=PASSWORD)
+    assert role.returncode == 1
+    assert "Roles must be among" in role.stderr
+    assert "OK: 0 events" in _varsling(database_url, "audit", "verify").stdout
+
+
+def test_a_user_added_by_cli_can_log_in_and_receive_reports(
+    database_url: str, client: TestClient
+) -> None:
+    unit_id = _varsling(database_url, "unit", "add", "Sentralt").stdout.strip()
+    _varsling(database_url, "user", "add", "hanne", "--role", "handler", "--unit", unit_id,
+              password=PASSWORD)
+
+    assert client.post("/api/v1/reports", json=report(int(unit_id))).status_code == 201
+    assert len(client.get("/api/v1/cases", headers=login(client, "hanne")).json()["items"]) == 1
+
+
+def test_serve_refuses_placeholder_secrets_in_production(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    env = {**os.environ, "VARSLING_DATABASE_URL": url, "VARSLING_ENVIRONMENT": "production",
+           "VARSLING_SECRETS_FILE": str(tmp_path / "none.env"),
+           "VARSLING_CODE_PEPPER": "change-me", "VARSLING_CODE_SALT": "s" * 40,
+           "VARSLING_WEB_SECRET": "w" * 40}
+    result = subprocess.run([sys.executable, "-m", "varsling", "serve", "--port", "1"],
+                            capture_output=True, text=True, env=env, check=False, timeout=60)
+    assert result.returncode == 2
+    assert "Refusing to start" in result.stderr
+    assert "VARSLING_CODE_PEPPER" in result.stderr
+    assert "change-me" not in result.stderr

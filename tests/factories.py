@@ -30,8 +30,13 @@ def make_user(
     display_name: str | None = None,
 ) -> User:
     user = accounts.create_user(
-        session, settings, username=username, password=PASSWORD, roles=roles,
-        unit_ids=units, display_name=display_name,
+        session,
+        settings,
+        username=username,
+        password=PASSWORD,
+        roles=roles,
+        unit_ids=units,
+        display_name=display_name,
     )
     session.commit()
     return user

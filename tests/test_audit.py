@@ -46,9 +46,19 @@ def test_every_action_appends_an_event_in_order(
 
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     actions = [e.action for e in events]
-    for action in ("unit.created", "user.created", "case.submitted", "reporter.login",
-                   "reporter.case_read", "reporter.message_sent", "user.login", "case.read",
-                   "case.message_sent", "case.note_added", "case.status_changed"):
+    for action in (
+        "unit.created",
+        "user.created",
+        "case.submitted",
+        "reporter.login",
+        "reporter.case_read",
+        "reporter.message_sent",
+        "user.login",
+        "case.read",
+        "case.message_sent",
+        "case.note_added",
+        "case.status_changed",
+    ):
         assert action in actions
     for event in events:
         if event.actor == audit.REPORTER:
@@ -75,14 +85,20 @@ def _tamper(db: Session, seq: int) -> None:
     dialect = db.get_bind().dialect.name
     if dialect == "sqlite":
         db.execute(text("DROP TRIGGER audit_events_no_update"))
-        db.execute(text("UPDATE audit_events SET details = '{\"x\": 1}' WHERE seq = :s"), {"s": seq})
-        db.execute(text(
-            "CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events "
-            "BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END"
-        ))
+        db.execute(
+            text("UPDATE audit_events SET details = '{\"x\": 1}' WHERE seq = :s"), {"s": seq}
+        )
+        db.execute(
+            text(
+                "CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events "
+                "BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END"
+            )
+        )
     else:
         db.execute(text("ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update"))
-        db.execute(text("UPDATE audit_events SET details = '{\"x\": 1}' WHERE seq = :s"), {"s": seq})
+        db.execute(
+            text("UPDATE audit_events SET details = '{\"x\": 1}' WHERE seq = :s"), {"s": seq}
+        )
         db.execute(text("ALTER TABLE audit_events ENABLE TRIGGER audit_events_no_update"))
     db.commit()
 
@@ -100,11 +116,17 @@ def test_changed_row_is_named_by_api_and_cli(
     assert result["ok"] is False
     assert result["first_bad"] == 5
     assert result["events"] >= 5
-    env = {**os.environ, "VARSLING_DATABASE_URL": settings.database_url,
-           "VARSLING_SECRETS_FILE": "/nonexistent"}
+    env = {
+        **os.environ,
+        "VARSLING_DATABASE_URL": settings.database_url,
+        "VARSLING_SECRETS_FILE": "/nonexistent",
+    }
     cli = subprocess.run(
         [sys.executable, "-m", "varsling.cli", "audit", "verify"],
-        capture_output=True, text=True, env=env, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     assert cli.returncode == 1
     assert "sequence number 5" in cli.stderr
@@ -118,7 +140,9 @@ def test_verify_is_for_auditors_only(client: TestClient, db: Session, settings: 
     assert response.status_code == 403
 
 
-def test_removed_tail_event_is_detected(client: TestClient, db: Session, settings: Settings) -> None:
+def test_removed_tail_event_is_detected(
+    client: TestClient, db: Session, settings: Settings
+) -> None:
     _busy_case(client, db, settings)
     last = db.scalar(select(AuditEvent.seq).order_by(AuditEvent.seq.desc()).limit(1))
     dialect = db.get_bind().dialect.name
@@ -139,4 +163,6 @@ def test_events_hold_no_content(client: TestClient, db: Session, settings: Setti
     details = " ".join(e.details for e in db.execute(select(AuditEvent)).scalars())
     assert "hello" not in details
     assert "Something happened" not in details
-    assert all(isinstance(json.loads(e.details), dict) for e in db.execute(select(AuditEvent)).scalars())
+    assert all(
+        isinstance(json.loads(e.details), dict) for e in db.execute(select(AuditEvent)).scalars()
+    )

@@ -16,7 +16,11 @@ from varsling.config import Settings
 def _needles(*values: str) -> list[bytes]:
     out = []
     for value in values:
-        out += [value.encode("utf-8"), value.encode("utf-16-le"), value.encode("utf-8").hex().encode()]
+        out += [
+            value.encode("utf-8"),
+            value.encode("utf-16-le"),
+            value.encode("utf-8").hex().encode(),
+        ]
     return out
 
 
@@ -56,11 +60,14 @@ def test_marker_and_case_code_are_nowhere_in_the_database(
         ),
     ).json()["case_code"]
     reporter = reporter_login(client, code)
-    client.post("/api/v1/reporter/case/messages", json={"body": f"reply {marker}"}, headers=reporter)
+    client.post(
+        "/api/v1/reporter/case/messages", json={"body": f"reply {marker}"}, headers=reporter
+    )
     handler = login(client, "hanne")
     case_id = client.get("/api/v1/cases", headers=handler).json()["items"][0]["id"]
-    client.post(f"/api/v1/cases/{case_id}/messages", json={"body": f"to reporter {marker}"},
-                headers=handler)
+    client.post(
+        f"/api/v1/cases/{case_id}/messages", json={"body": f"to reporter {marker}"}, headers=handler
+    )
     client.post(f"/api/v1/cases/{case_id}/notes", json={"body": f"note {marker}"}, headers=handler)
     # The marker really went through: the reporter can read it back.
     assert marker in client.get("/api/v1/reporter/case", headers=reporter).text

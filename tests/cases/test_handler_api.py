@@ -30,7 +30,9 @@ def world(client: TestClient, db: Session, settings: Settings) -> dict[str, obje
     return {"code": code, "case_id": case_id, "county": county.id, "hanne": hanne.id}
 
 
-def test_handler_reads_report_without_identity(client: TestClient, world: dict[str, object]) -> None:
+def test_handler_reads_report_without_identity(
+    client: TestClient, world: dict[str, object]
+) -> None:
     headers = login(client, "hanne")
 
     response = client.get(f"/api/v1/cases/{world['case_id']}", headers=headers)
@@ -58,13 +60,16 @@ def test_other_unit_admin_and_excluded_handler_get_404(
         ("POST", "/notes", {"body": "hi"}),
         ("POST", "/status", {"status": "acknowledged"}),
     ]:
-        response = client.request(method, f"/api/v1/cases/{world['case_id']}{suffix}",
-                                  json=body, headers=headers)
+        response = client.request(
+            method, f"/api/v1/cases/{world['case_id']}{suffix}", json=body, headers=headers
+        )
         assert response.status_code == 404, (username, suffix)
         assert response.json()["error"]["code"] == "not_found"
 
 
-def test_unknown_case_is_404_and_no_login_is_401(client: TestClient, world: dict[str, object]) -> None:
+def test_unknown_case_is_404_and_no_login_is_401(
+    client: TestClient, world: dict[str, object]
+) -> None:
     assert client.get("/api/v1/cases/nope", headers=login(client, "hanne")).status_code == 404
     assert client.get(f"/api/v1/cases/{world['case_id']}").status_code == 401
     assert client.get("/api/v1/cases").status_code == 401
@@ -72,21 +77,33 @@ def test_unknown_case_is_404_and_no_login_is_401(client: TestClient, world: dict
 
 def test_wrong_password_is_401(client: TestClient, world: dict[str, object]) -> None:
     for username in ("hanne", "nobody"):
-        response = client.post("/api/v1/sessions", json={"username": username, "password": "x" * 12})
+        response = client.post(
+            "/api/v1/sessions", json={"username": username, "password": "x" * 12}
+        )
         assert response.status_code == 401
         assert response.json()["error"]["code"] == "unauthenticated"
 
 
-def test_notes_are_never_shown_to_the_reporter(client: TestClient, world: dict[str, object]) -> None:
+def test_notes_are_never_shown_to_the_reporter(
+    client: TestClient, world: dict[str, object]
+) -> None:
     headers = login(client, "hanne")
     case_id = world["case_id"]
 
-    assert client.post(f"/api/v1/cases/{case_id}/notes", json={"body": "Check minutes of 3 May"},
-                       headers=headers).status_code == 201
+    assert (
+        client.post(
+            f"/api/v1/cases/{case_id}/notes",
+            json={"body": "Check minutes of 3 May"},
+            headers=headers,
+        ).status_code
+        == 201
+    )
 
     case = client.get(f"/api/v1/cases/{case_id}", headers=headers).json()
     assert [n["body"] for n in case["notes"]] == ["Check minutes of 3 May"]
-    reporter = client.get("/api/v1/reporter/case", headers=reporter_login(client, str(world["code"])))
+    reporter = client.get(
+        "/api/v1/reporter/case", headers=reporter_login(client, str(world["code"]))
+    )
     assert "minutes of 3 May" not in reporter.text
 
 
@@ -106,13 +123,16 @@ def test_lifecycle_moves_one_step_at_a_time_and_closing_needs_an_outcome(
     no_outcome = client.post(url, json={"status": "concluded"}, headers=headers)
     assert no_outcome.status_code == 422
     assert client.post(url, json={"status": "bogus"}, headers=headers).status_code == 422
-    concluded = client.post(url, json={"status": "concluded", "outcome": "The person was warned."},
-                            headers=headers)
+    concluded = client.post(
+        url, json={"status": "concluded", "outcome": "The person was warned."}, headers=headers
+    )
     assert concluded.status_code == 200
     assert client.post(url, json={"status": "closed"}, headers=headers).json()["status"] == "closed"
     assert client.post(url, json={"status": "closed"}, headers=headers).status_code == 409
 
-    reporter = client.get("/api/v1/reporter/case", headers=reporter_login(client, str(world["code"])))
+    reporter = client.get(
+        "/api/v1/reporter/case", headers=reporter_login(client, str(world["code"]))
+    )
     assert reporter.json()["status"] == "closed"
     assert reporter.json()["outcome"] == "The person was warned."
 
@@ -127,7 +147,9 @@ def test_deadlines_follow_the_directive() -> None:
     assert add_months(dt.date(2027, 11, 29), 3) == dt.date(2028, 2, 29)
 
 
-def test_new_case_lists_its_computed_deadlines(client: TestClient, world: dict[str, object]) -> None:
+def test_new_case_lists_its_computed_deadlines(
+    client: TestClient, world: dict[str, object]
+) -> None:
     item = client.get("/api/v1/cases", headers=login(client, "hanne")).json()["items"][0]
     received = dt.date.fromisoformat(item["received_on"])
     assert item["acknowledgement_due"] == (received + dt.timedelta(days=7)).isoformat()

@@ -28,7 +28,10 @@ def test_units_list_recipients_routing_up_when_a_unit_has_no_handler(
     assert response.status_code == 200
     by_id = {u["id"]: u for u in response.json()}
     assert by_id[national.id] == {
-        "id": national.id, "name": "Sentralt", "parent_id": None, "kind": "national",
+        "id": national.id,
+        "name": "Sentralt",
+        "parent_id": None,
+        "kind": "national",
         "recipients": [{"id": ada.id, "display_name": "Ada Lovelace"}],
         "identity_custodian": False,
     }
@@ -41,8 +44,12 @@ def test_submission_gives_a_grouped_code_that_opens_the_case_with_identity(
 ) -> None:
     unit = make_unit(db)
     make_user(db, settings, "hanne", units=(unit.id,))
-    body = report(unit.id, identity={"name": "Kari Nordmann", "contact": "kari@example.org"},
-                  when="March 2026", wants_meeting=True)
+    body = report(
+        unit.id,
+        identity={"name": "Kari Nordmann", "contact": "kari@example.org"},
+        when="March 2026",
+        wants_meeting=True,
+    )
 
     response = client.post("/api/v1/reports", json=body)
 
@@ -83,19 +90,27 @@ def test_messages_flow_both_ways(client: TestClient, db: Session, settings: Sett
     handler = login(client, "hanne")
     case_id = client.get("/api/v1/cases", headers=handler).json()["items"][0]["id"]
 
-    sent = client.post(f"/api/v1/cases/{case_id}/messages", json={"body": "Thank you, we read it."},
-                       headers=handler)
-    reply = client.post("/api/v1/reporter/case/messages", json={"body": "I can meet on Monday."},
-                        headers=reporter)
+    sent = client.post(
+        f"/api/v1/cases/{case_id}/messages",
+        json={"body": "Thank you, we read it."},
+        headers=handler,
+    )
+    reply = client.post(
+        "/api/v1/reporter/case/messages", json={"body": "I can meet on Monday."}, headers=reporter
+    )
 
     assert sent.status_code == reply.status_code == 201
     seen_by_reporter = client.get("/api/v1/reporter/case", headers=reporter).json()["messages"]
     assert [(m["author"], m["body"]) for m in seen_by_reporter] == [
-        ("handler", "Thank you, we read it."), ("reporter", "I can meet on Monday."),
+        ("handler", "Thank you, we read it."),
+        ("reporter", "I can meet on Monday."),
     ]
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", seen_by_reporter[0]["sent_on"])
     seen_by_handler = client.get(f"/api/v1/cases/{case_id}", headers=handler).json()["messages"]
-    assert [m["body"] for m in seen_by_handler] == ["Thank you, we read it.", "I can meet on Monday."]
+    assert [m["body"] for m in seen_by_handler] == [
+        "Thank you, we read it.",
+        "I can meet on Monday.",
+    ]
 
 
 def test_reporter_endpoints_need_a_reporter_session(
@@ -106,7 +121,10 @@ def test_reporter_endpoints_need_a_reporter_session(
     staff = login(client, "hanne")
 
     assert client.get("/api/v1/reporter/case").status_code == 401
-    assert client.get("/api/v1/reporter/case", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert (
+        client.get("/api/v1/reporter/case", headers={"Authorization": "Bearer nope"}).status_code
+        == 401
+    )
     assert client.get("/api/v1/reporter/case", headers=staff).status_code == 401
 
 
@@ -145,13 +163,16 @@ def test_custodians_on_the_chain_get_the_identity_key_and_handlers_do_not(
 BAD_BODIES = [
     ("{not json", 400, "malformed_json"),
     ("", 422, "invalid_input"),
-    ('{"unit_id": 1, "category": "harassment", "description": "x", "extra": 1}', 422,
-     "invalid_input"),
+    (
+        '{"unit_id": 1, "category": "harassment", "description": "x", "extra": 1}',
+        422,
+        "invalid_input",
+    ),
     ('{"unit_id": "one", "category": "harassment", "description": "x"}', 422, "invalid_input"),
     ('{"unit_id": 1, "category": "gossip", "description": "x"}', 422, "invalid_input"),
     ('{"unit_id": 1, "category": "harassment", "description": "   "}', 422, "invalid_input"),
     ('{"unit_id": 1, "category": "harassment"}', 422, "invalid_input"),
-    ('[]', 422, "invalid_input"),
+    ("[]", 422, "invalid_input"),
 ]
 
 
@@ -206,9 +227,7 @@ def test_oversize_body_is_413_and_stores_nothing(
     assert _stored(db) == before
 
 
-def test_repeated_wrong_codes_slow_everyone_down(
-    database_url: str, db: Session
-) -> None:
+def test_repeated_wrong_codes_slow_everyone_down(database_url: str, db: Session) -> None:
     from tests.conftest import make_settings
     from varsling.app import create_app
 

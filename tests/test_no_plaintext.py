@@ -1,4 +1,4 @@
-"""The database never holds case content, identity or the case code in the clear."""
+"""The database never holds case content, identity, files or the case code in the clear."""
 
 from __future__ import annotations
 
@@ -69,8 +69,18 @@ def test_marker_and_case_code_are_nowhere_in_the_database(
         f"/api/v1/cases/{case_id}/messages", json={"body": f"to reporter {marker}"}, headers=handler
     )
     client.post(f"/api/v1/cases/{case_id}/notes", json={"body": f"note {marker}"}, headers=handler)
+    file_bytes = (f"file body {marker} " * 5000).encode()
+    uploaded = client.post(
+        "/api/v1/reporter/case/files",
+        headers=reporter,
+        files=[("files", (f"{marker}.txt", file_bytes, "text/plain"))],
+    )
+    assert uploaded.status_code == 201
     # The marker really went through: the reporter can read it back.
     assert marker in client.get("/api/v1/reporter/case", headers=reporter).text
+    file_id = uploaded.json()["files"][0]["id"]
+    downloaded = client.get(f"/api/v1/cases/{case_id}/files/{file_id}", headers=handler)
+    assert downloaded.content == file_bytes
 
     db.rollback()
     if db.get_bind().dialect.name == "sqlite":

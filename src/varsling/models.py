@@ -9,11 +9,21 @@ from varsling.accounts.models import (
     UserRole,
 )
 from varsling.audit import AuditEvent, AuditHead
-from varsling.cases.models import Case, CaseEntry, CaseExclusion, CaseKey, ReporterAccess
+from varsling.cases.models import (
+    Attachment,
+    AttachmentChunk,
+    Case,
+    CaseEntry,
+    CaseExclusion,
+    CaseKey,
+    ReporterAccess,
+)
 from varsling.db import Base
 from varsling.reports.models import LoginThrottle
 
 __all__ = [
+    "Attachment",
+    "AttachmentChunk",
     "AuditEvent",
     "AuditHead",
     "Base",

@@ -108,3 +108,29 @@ class CaseEntry(Base):
     author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_on: Mapped[dt.date] = mapped_column(Date)
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Attachment(Base):
+    """A file sealed in chunks with the case key; name and type are sealed too."""
+
+    __tablename__ = "attachments"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    # The report or message the file came with.
+    entry_id: Mapped[int | None] = mapped_column(ForeignKey("case_entries.id", ondelete="CASCADE"))
+    uploaded_by: Mapped[str] = mapped_column(String(20))  # "reporter" or "handler"
+    created_on: Mapped[dt.date] = mapped_column(Date)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    chunk_count: Mapped[int] = mapped_column(Integer)
+    sealed_meta: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AttachmentChunk(Base):
+    __tablename__ = "attachment_chunks"
+
+    attachment_id: Mapped[str] = mapped_column(
+        ForeignKey("attachments.id", ondelete="CASCADE"), primary_key=True
+    )
+    index: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session, sessionmaker
 
+from varsling import audit
 from varsling.accounts.service import utcnow
 from varsling.authz import Staff
-from varsling.cases import service
+from varsling.cases import attachments, service
+from varsling.cases.models import Attachment
 from varsling.cases.schemas import CaseListOut, CaseOut, CaseSummaryOut, NoteIn, StatusIn
 from varsling.db import DbSession
+from varsling.errors import NotFound
 from varsling.reports.schemas import MessageIn
 
 router = APIRouter(prefix="/api/v1/cases", tags=["cases"])
@@ -52,3 +59,49 @@ def change_status(
         outcome_text=body.outcome,
         today=utcnow().date(),
     )
+
+
+def download_response(
+    session: Session, maker: sessionmaker[Session], attachment: Attachment, key: bytes
+) -> StreamingResponse:
+    """A file as an opaque download, never rendered inline, whatever type it claims.
+
+    Every chunk is checked (in the request's transaction) before the first
+    byte goes out, so a tampered or cut-off file is an error, never a
+    partial download; the stream then reads chunk by chunk on its own.
+    """
+    name = attachments.describe(attachment, key)["name"]
+    for _ in attachments.decrypted_chunks(attachments.reader_in(session), attachment, key):
+        pass
+    chunks: Iterator[bytes] = attachments.decrypted_chunks(
+        attachments.reader_with_own_transactions(maker), attachment, key
+    )
+    return StreamingResponse(
+        chunks,
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}",
+            "Content-Length": str(attachment.size_bytes),
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@router.get("/{case_id}/files/{file_id}", response_class=StreamingResponse)
+def download_file(
+    case_id: str, file_id: str, principal: Staff, session: DbSession, request: Request
+) -> StreamingResponse:
+    opened = service.open_case(session, principal, case_id)
+    attachment = attachments.find(session, case_id, file_id)
+    if attachment is None:
+        raise NotFound("No such file.")
+    audit.record(
+        session,
+        actor=principal.actor,
+        action="case.file_downloaded",
+        case_id=case_id,
+        details={"file_id": file_id},
+    )
+    return download_response(session, request.app.state.sessionmaker, attachment, opened.key)

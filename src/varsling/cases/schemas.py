@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import BaseModel, StringConstraints
 
 from varsling.cases.models import Status
-from varsling.reports.schemas import MessageIn, MessageOut, StrictModel
+from varsling.reports.schemas import FileOut, MessageIn, MessageOut, StrictModel
 
 
 class CaseSummaryOut(BaseModel):
@@ -38,6 +38,7 @@ class CaseOut(CaseSummaryOut):
     messages: list[MessageOut]
     notes: list[NoteOut]
     outcome: str | None
+    files: list[FileOut]
 
 
 class StatusIn(StrictModel):

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from varsling import audit, crypto
 from varsling.accounts.service import StaffPrincipal
+from varsling.cases import attachments
 from varsling.cases.models import Case, CaseEntry, CaseKey, EntryKind, KeyPurpose, Status
 from varsling.errors import Conflict, InvalidInput, NotFound
 
@@ -208,6 +209,7 @@ def read_case(
         "messages": thread(session, case_id, opened.key),
         "notes": notes,
         "outcome": outcome(session, case_id, opened.key),
+        "files": attachments.list_for_case(session, case_id, opened.key),
     }
 
 

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
+from typing import TypeVar
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, StreamingResponse
+from sqlalchemy.orm import Session, sessionmaker
 
-from varsling.authz import Reporter
+from varsling import audit
+from varsling.authz import Reporter, Token
+from varsling.cases import attachments
+from varsling.cases.routes import download_response
 from varsling.config import Settings
 from varsling.db import DbSession
+from varsling.errors import InvalidInput, NotFound, PayloadTooLarge
 from varsling.reports import service
 from varsling.reports.schemas import (
     CaseCodeOut,
@@ -20,8 +28,10 @@ from varsling.reports.schemas import (
     TokenOut,
     UnitOut,
 )
+from varsling.reports.uploads import read_multipart
 
 router = APIRouter(prefix="/api/v1", tags=["reporter"])
+T = TypeVar("T")
 
 REPORT_FIELDS = (
     "description",
@@ -97,6 +107,67 @@ def reporter_login(
 @router.get("/reporter/case", response_model=ReporterCaseOut)
 def reporter_case(principal: Reporter, session: DbSession) -> dict[str, object]:
     return service.reporter_case(session, principal)
+
+
+@router.post("/reporter/case/files", status_code=201)
+async def reporter_files(token: Token, request: Request) -> dict[str, object]:
+    """Files for the reporter's case, as multipart/form-data (field name "files").
+
+    No transaction stays open while the body streams in: the session is
+    checked in one, the sealed files are stored in another.
+    """
+    settings = _settings(request)
+    maker = request.app.state.sessionmaker
+    principal = await run_in_threadpool(_in_transaction, maker, service.reporter_principal, token)
+    form = await read_multipart(
+        request,
+        case_id=principal.case_id,
+        key=principal.case_key,
+        max_file_bytes=settings.max_file_bytes,
+        max_files=settings.max_files_per_report,
+    )
+    if form.problems:
+        form.discard_files()
+        problem = form.problems[0]
+        if problem.reason == "too_large":
+            raise PayloadTooLarge(
+                f"The file {problem.name!r} is larger than {settings.max_file_bytes} bytes; "
+                "nothing was stored."
+            )
+        raise InvalidInput(
+            f"At most {settings.max_files_per_report} files at a time; nothing was stored."
+        )
+    if not form.files:
+        raise InvalidInput('Choose at least one file (form field "files").')
+
+    def store(session: Session) -> list[dict[str, object]]:
+        return service.add_reporter_files(session, principal, files=form.files)
+
+    return {"files": await run_in_threadpool(_in_transaction, maker, store)}
+
+
+def _in_transaction(maker: sessionmaker[Session], work: Callable[..., T], *args: object) -> T:
+    with maker.begin() as session:
+        return work(session, *args)
+
+
+@router.get("/reporter/case/files/{file_id}", response_class=StreamingResponse)
+def reporter_download(
+    file_id: str, principal: Reporter, session: DbSession, request: Request
+) -> StreamingResponse:
+    attachment = attachments.find(session, principal.case_id, file_id)
+    if attachment is None:
+        raise NotFound("No such file.")
+    audit.record(
+        session,
+        actor=audit.REPORTER,
+        action="reporter.file_downloaded",
+        case_id=principal.case_id,
+        details={"file_id": file_id},
+    )
+    return download_response(
+        session, request.app.state.sessionmaker, attachment, principal.case_key
+    )
 
 
 @router.post("/reporter/case/messages", status_code=201)

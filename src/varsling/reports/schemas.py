@@ -83,6 +83,15 @@ class MessageOut(BaseModel):
     retaliation: bool = False
 
 
+class FileOut(BaseModel):
+    id: str
+    name: str
+    content_type: str
+    size: int
+    added_on: str
+    uploaded_by: str
+
+
 class ReporterCaseOut(BaseModel):
     status: str
     received_on: str
@@ -91,3 +100,4 @@ class ReporterCaseOut(BaseModel):
     report: dict[str, object]
     messages: list[MessageOut]
     outcome: str | None
+    files: list[FileOut]

@@ -21,6 +21,7 @@ from varsling.accounts.service import (
     unit_chain,
     utcnow,
 )
+from varsling.cases import attachments
 from varsling.cases import service as cases
 from varsling.cases.models import (
     Case,
@@ -137,6 +138,18 @@ def _wrap_for(
 
 
 @dataclass(frozen=True)
+class PreparedCase:
+    """A case's id and key made before it exists, so files can be sealed as they arrive."""
+
+    case_id: str
+    case_key: bytes
+
+    @classmethod
+    def new(cls) -> PreparedCase:
+        return cls(uuid.uuid4().hex, crypto.new_key())
+
+
+@dataclass(frozen=True)
 class Submission:
     case_id: str
     case_code: str  # formatted; shown once, never stored
@@ -152,13 +165,17 @@ def submit_report(
     identity: dict[str, Any] | None,
     excluded: Iterable[int] = (),
     today: dt.date | None = None,
+    prepared: PreparedCase | None = None,
+    files: Iterable[attachments.SealedFile] = (),
 ) -> Submission:
     """Seal a report, wrap its keys for its receivers and the reporter; return the case code.
 
-    The case code's Argon2id runs before the first database statement so it
-    never holds a database lock.
+    `prepared` carries the case id and key when files were sealed while the
+    form streamed in. The case code's Argon2id runs before the first
+    database statement so it never holds a database lock.
     """
     today = today or utcnow().date()
+    prepared = prepared or PreparedCase.new()
     code = crypto.new_case_code()
     params = settings.argon2
     code_secrets = crypto.derive_case_code(
@@ -174,8 +191,8 @@ def submit_report(
             raise InvalidInput(f"There is no recipient with id {user_id} to exclude.")
     routing = route(session, unit_id, excluded_ids)
 
-    case_id = uuid.uuid4().hex
-    case_key, identity_key = crypto.new_key(), crypto.new_key()
+    case_id, case_key = prepared.case_id, prepared.case_key
+    identity_key = crypto.new_key()
     case = Case(
         id=case_id,
         unit_id=unit_id,
@@ -204,7 +221,7 @@ def submit_report(
             ),
         )
     )
-    cases.add_entry(
+    report_entry = cases.add_entry(
         session,
         case_id=case_id,
         kind=EntryKind.REPORT,
@@ -212,6 +229,18 @@ def submit_report(
         payload={"category": category, **report},
         today=today,
     )
+    stored_files = [
+        attachments.store(
+            session,
+            sealed,
+            case_id=case_id,
+            key=case_key,
+            uploaded_by="reporter",
+            today=today,
+            entry_id=report_entry.id,
+        )
+        for sealed in files
+    ]
     if identity:
         cases.add_entry(
             session,
@@ -233,6 +262,7 @@ def submit_report(
             "custodians": [u.id for u in routing.custodians],
             "excluded": excluded_ids,
             "with_identity": bool(identity),
+            "files": len(stored_files),
         },
     )
     return Submission(case_id, crypto.format_case_code(code))
@@ -379,6 +409,7 @@ def reporter_case(session: Session, principal: ReporterPrincipal) -> dict[str, A
             for m in cases.thread(session, case.id, principal.case_key)
         ],
         "outcome": cases.outcome(session, case.id, principal.case_key),
+        "files": attachments.list_for_case(session, case.id, principal.case_key),
     }
 
 
@@ -389,11 +420,12 @@ def add_reporter_message(
     body: str,
     retaliation: bool = False,
     today: dt.date | None = None,
+    files: Iterable[attachments.SealedFile] = (),
 ) -> None:
     today = today or utcnow().date()
     if session.get(Case, principal.case_id) is None:
         raise NotFound("This case no longer exists.")
-    cases.add_entry(
+    entry = cases.add_entry(
         session,
         case_id=principal.case_id,
         kind=EntryKind.REPORTER_MESSAGE,
@@ -401,10 +433,46 @@ def add_reporter_message(
         payload={"body": body, "retaliation": retaliation},
         today=today,
     )
+    stored = add_reporter_files(session, principal, files=files, today=today, entry_id=entry.id)
     audit.record(
         session,
         actor=audit.REPORTER,
         action="reporter.message_sent",
         case_id=principal.case_id,
-        details={"retaliation": retaliation},
+        details={"retaliation": retaliation, "files": len(stored)},
     )
+
+
+def add_reporter_files(
+    session: Session,
+    principal: ReporterPrincipal,
+    *,
+    files: Iterable[attachments.SealedFile],
+    today: dt.date | None = None,
+    entry_id: int | None = None,
+) -> list[dict[str, Any]]:
+    """Store files the reporter sealed with their case key; audited when not part of a message."""
+    today = today or utcnow().date()
+    if session.get(Case, principal.case_id) is None:
+        raise NotFound("This case no longer exists.")
+    stored = [
+        attachments.store(
+            session,
+            sealed,
+            case_id=principal.case_id,
+            key=principal.case_key,
+            uploaded_by="reporter",
+            today=today,
+            entry_id=entry_id,
+        )
+        for sealed in files
+    ]
+    if entry_id is None and stored:
+        audit.record(
+            session,
+            actor=audit.REPORTER,
+            action="reporter.files_added",
+            case_id=principal.case_id,
+            details={"files": len(stored)},
+        )
+    return [attachments.describe(a, principal.case_key) for a in stored]

@@ -12,19 +12,29 @@ from fastapi.testclient import TestClient
 from tests.factories import PASSWORD, login, report
 
 
-def _varsling(database_url: str, *args: str, password: str | None = None,
-              secrets_file: str = "/nonexistent") -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "VARSLING_DATABASE_URL": database_url,
-           "VARSLING_SECRETS_FILE": secrets_file,
-           "VARSLING_CODE_PEPPER": "p" * 40, "VARSLING_CODE_SALT": "s" * 40,
-           "VARSLING_WEB_SECRET": "w" * 40,
-           "VARSLING_ARGON2_MEMORY_KIB": "64", "VARSLING_ARGON2_TIME_COST": "1"}
+def _varsling(
+    database_url: str, *args: str, password: str | None = None, secrets_file: str = "/nonexistent"
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "VARSLING_DATABASE_URL": database_url,
+        "VARSLING_SECRETS_FILE": secrets_file,
+        "VARSLING_CODE_PEPPER": "p" * 40,
+        "VARSLING_CODE_SALT": "s" * 40,
+        "VARSLING_WEB_SECRET": "w" * 40,
+        "VARSLING_ARGON2_MEMORY_KIB": "64",
+        "VARSLING_ARGON2_TIME_COST": "1",
+    }
     env.pop("VARSLING_PASSWORD", None)
     if password is not None:
         env["VARSLING_PASSWORD"] = password
     return subprocess.run(
-        [sys.executable, "-m", "varsling", *args], capture_output=True, text=True, env=env,
-        check=False, timeout=120,
+        [sys.executable, "-m", "varsling", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=120,
     )
 
 
@@ -33,13 +43,26 @@ def test_units_and_users_are_managed_from_the_command_line(database_url: str) ->
     national = _varsling(database_url, "unit", "add", "Sentralt")
     assert national.returncode == 0, national.stderr
     national_id = int(national.stdout.strip())
-    county = _varsling(database_url, "unit", "add", "Vestland", "--parent", str(national_id),
-                       "--kind", "county")
+    county = _varsling(
+        database_url, "unit", "add", "Vestland", "--parent", str(national_id), "--kind", "county"
+    )
     county_id = int(county.stdout.strip())
 
-    added = _varsling(database_url, "user", "add", "hanne", "--role", "handler", "--role",
-                      "custodian", "--unit", str(county_id), "--display-name", "Hanne H",
-                      password=PASSWORD)
+    added = _varsling(
+        database_url,
+        "user",
+        "add",
+        "hanne",
+        "--role",
+        "handler",
+        "--role",
+        "custodian",
+        "--unit",
+        str(county_id),
+        "--display-name",
+        "Hanne H",
+        password=PASSWORD,
+    )
     assert added.returncode == 0, added.stderr
     assert PASSWORD not in added.stdout + added.stderr
 
@@ -68,8 +91,17 @@ def test_a_user_added_by_cli_can_log_in_and_receive_reports(
     database_url: str, client: TestClient
 ) -> None:
     unit_id = _varsling(database_url, "unit", "add", "Sentralt").stdout.strip()
-    _varsling(database_url, "user", "add", "hanne", "--role", "handler", "--unit", unit_id,
-              password=PASSWORD)
+    _varsling(
+        database_url,
+        "user",
+        "add",
+        "hanne",
+        "--role",
+        "handler",
+        "--unit",
+        unit_id,
+        password=PASSWORD,
+    )
 
     assert client.post("/api/v1/reports", json=report(int(unit_id))).status_code == 201
     assert len(client.get("/api/v1/cases", headers=login(client, "hanne")).json()["items"]) == 1
@@ -77,12 +109,23 @@ def test_a_user_added_by_cli_can_log_in_and_receive_reports(
 
 def test_serve_refuses_placeholder_secrets_in_production(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'x.db'}"
-    env = {**os.environ, "VARSLING_DATABASE_URL": url, "VARSLING_ENVIRONMENT": "production",
-           "VARSLING_SECRETS_FILE": str(tmp_path / "none.env"),
-           "VARSLING_CODE_PEPPER": "change-me", "VARSLING_CODE_SALT": "s" * 40,
-           "VARSLING_WEB_SECRET": "w" * 40}
-    result = subprocess.run([sys.executable, "-m", "varsling", "serve", "--port", "1"],
-                            capture_output=True, text=True, env=env, check=False, timeout=60)
+    env = {
+        **os.environ,
+        "VARSLING_DATABASE_URL": url,
+        "VARSLING_ENVIRONMENT": "production",
+        "VARSLING_SECRETS_FILE": str(tmp_path / "none.env"),
+        "VARSLING_CODE_PEPPER": "change-me",
+        "VARSLING_CODE_SALT": "s" * 40,
+        "VARSLING_WEB_SECRET": "w" * 40,
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "varsling", "serve", "--port", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "Refusing to start" in result.stderr
     assert "VARSLING_CODE_PEPPER" in result.stderr

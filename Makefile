@@ -38,8 +38,10 @@ test: lint browser-deps
 browser-deps:
 	@if [ ! -x /usr/bin/chromium ]; then \
 		echo "Installing Debian's chromium"; \
-		DEBIAN_FRONTEND=noninteractive apt-get update -q && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			chromium fonts-dejavu-core; \
 	fi
 	@if [ ! -f node_modules/axe-core/axe.min.js ]; then \
 		if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; \
@@ -53,7 +55,7 @@ messages: $(STAMP)
 	$(BIN)/pybabel extract -F babel.cfg -k N_ --project=Varsling --copyright-holder=Varsling \
 		--no-wrap -o src/varsling/locale/messages.pot src/varsling
 	$(BIN)/pybabel update -i src/varsling/locale/messages.pot -d src/varsling/locale -D messages \
-		--no-wrap --ignore-obsolete --init-missing
+		--no-wrap --ignore-obsolete
 
 bench: $(STAMP)
 	$(BIN)/python bench/latency.py

@@ -144,7 +144,8 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         description="Confidential, end-to-end encrypted whistleblowing service.",
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        # Swagger UI loads from a CDN with inline script; the CSP forbids both.
+        docs_url=None,
         redoc_url=None,
     )
     engine = make_engine(settings.database_url)

@@ -1,0 +1,1 @@
+"""The reporter pages: server-rendered HTML in bokmål, nynorsk and English."""

@@ -1,0 +1,89 @@
+"""Rendering a reporter page: language, language switch, form token, headers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse
+
+from varsling.web.i18n import LANGUAGE_NAMES, LANGUAGES, Language, PageTemplates, is_language
+from varsling.web.security import PageFormToken
+
+
+@dataclass(frozen=True)
+class LanguageLink:
+    """One entry of the language switch."""
+
+    language: Language
+    name: str
+    url: str
+    current: bool
+
+
+def page_language(lang: str) -> Language:
+    """The `{lang:lang}` part of a page's path."""
+    if not is_language(lang):
+        raise HTTPException(status_code=404)
+    return lang
+
+
+PageLanguage = Annotated[Language, Depends(page_language)]
+
+
+def path_in_language(path: str, language: Language) -> str:
+    """The same page in another language: the path with its language prefix swapped."""
+    segments = path.split("/")
+    if len(segments) > 1 and is_language(segments[1]):
+        segments[1] = language
+        return "/".join(segments)
+    return f"/{language}/"
+
+
+def language_links(path: str, current: Language) -> list[LanguageLink]:
+    return [
+        LanguageLink(
+            language=language,
+            name=LANGUAGE_NAMES[language],
+            url=path_in_language(path, language),
+            current=language == current,
+        )
+        for language in LANGUAGES
+    ]
+
+
+def page_templates(request: Request) -> PageTemplates:
+    templates = getattr(request.app.state, "varsling_templates", None)
+    if not isinstance(templates, PageTemplates):
+        raise RuntimeError("install_web(app, settings) has not been called")
+    return templates
+
+
+def render_page(
+    request: Request,
+    language: Language,
+    template: str,
+    context: Mapping[str, Any] | None = None,
+    *,
+    status_code: int = 200,
+) -> HTMLResponse:
+    """Render `template` in `language` with the context every page needs.
+
+    Templates get `lang`, `language_links`, `csrf_token()` and `csrf_field()`;
+    the session cookie is only set when the page asked for a form token.
+    The language switch links to the same path with GET, without the query.
+    """
+    form_token = PageFormToken(request)
+    page_context: dict[str, Any] = {
+        "lang": language,
+        "language_links": language_links(request.url.path, language),
+        "csrf_token": form_token.token,
+        "csrf_field": form_token.field,
+    }
+    page_context.update(context or {})
+    body = page_templates(request).render(language, template, page_context)
+    response = HTMLResponse(body, status_code=status_code)
+    form_token.finish(response)
+    return response

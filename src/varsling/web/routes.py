@@ -1,0 +1,42 @@
+"""The pages every reporter starts from, and `install_web`, which wires the web side in."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from varsling.web.i18n import DEFAULT_LANGUAGE, PageTemplates
+from varsling.web.pages import PageLanguage, render_page
+from varsling.web.security import CsrfSigner, SecurityHeadersMiddleware
+
+if TYPE_CHECKING:
+    from varsling.config import Settings
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/")
+def root() -> RedirectResponse:
+    return RedirectResponse(f"/{DEFAULT_LANGUAGE}/", status_code=307)
+
+
+@router.get("/{lang:lang}/", response_class=HTMLResponse)
+def start_page(request: Request, language: PageLanguage) -> HTMLResponse:
+    return render_page(request, language, "start.html")
+
+
+def mount_static(app: FastAPI) -> None:
+    """Serve `varsling/static` at /static: every asset is self-hosted."""
+    app.mount("/static", StaticFiles(packages=[("varsling", "static")]), name="static")
+
+
+def install_web(app: FastAPI, settings: Settings) -> None:
+    """Static files, security headers, templates, form tokens and the page router."""
+    app.state.varsling_templates = PageTemplates.load()
+    app.state.varsling_csrf = CsrfSigner.from_settings(settings)
+    mount_static(app)
+    app.add_middleware(SecurityHeadersMiddleware, strict_transport_security=settings.secure_cookies)
+    app.include_router(router)

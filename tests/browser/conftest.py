@@ -1,0 +1,174 @@
+"""Headless Debian chromium (through Playwright), a live server and axe-core.
+
+`make browser-deps` installs chromium and axe-core. Without them these tests
+are skipped on a developer's machine and fail in CI (CI=true).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+
+from varsling.config import Settings
+from varsling.web.routes import install_web
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
+WCAG_AA = ("wcag2a", "wcag2aa", "wcag21a", "wcag21aa")
+
+
+def _missing_browser_deps() -> list[str]:
+    missing = []
+    if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
+        missing.append(str(CHROMIUM))
+    if not AXE.is_file():
+        missing.append(str(AXE.relative_to(ROOT)))
+    return missing
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    missing = _missing_browser_deps()
+    if missing:
+        reason = f"missing {', '.join(missing)}: run `make browser-deps`"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="session")
+def browser_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("browser")
+
+
+@pytest.fixture(scope="session")
+def web_app(browser_tmp: Path) -> FastAPI:
+    """The application under test; override with the full `create_app` later."""
+    settings = Settings(
+        environment="development",
+        code_pepper="browser-test-pepper-" + "p" * 40,
+        code_salt="browser-test-salt-" + "s" * 40,
+        web_secret="browser-test-web-secret-" + "w" * 40,
+        database_url=f"sqlite:///{browser_tmp}/x.db",
+    )
+    app = FastAPI()
+    install_web(app, settings)
+    return app
+
+
+@pytest.fixture(scope="session")
+def live_server(web_app: FastAPI) -> Iterator[str]:
+    """Serve `web_app` on 127.0.0.1 and a free port in a thread; yields the base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    # No access log: a reporter's address is never written anywhere.
+    config = uvicorn.Config(
+        web_app, log_level="warning", access_log=False, server_header=False, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    """A normal context: JavaScript on, the page's CSP enforced."""
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture
+def page(context: BrowserContext) -> Page:
+    return context.new_page()
+
+
+@pytest.fixture
+def axe_context(browser: Browser) -> Iterator[BrowserContext]:
+    """Only for axe runs: the CSP is bypassed so axe-core can be injected."""
+    ctx = browser.new_context(bypass_csp=True)
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture
+def nojs_context(browser: Browser) -> Iterator[BrowserContext]:
+    ctx = browser.new_context(java_script_enabled=False, viewport={"width": 375, "height": 800})
+    yield ctx
+    ctx.close()
+
+
+AxeViolations = Callable[..., list[dict[str, Any]]]
+
+
+def run_axe(page: Page, tags: Sequence[str] = WCAG_AA) -> list[dict[str, Any]]:
+    """Run axe-core on the page (open it in `axe_context`) and return its violations."""
+    page.add_script_tag(path=str(AXE))
+    result: list[dict[str, Any]] = page.evaluate(
+        """async (tags) => {
+            const results = await axe.run(document, {runOnly: {type: "tag", values: tags}});
+            return results.violations;
+        }""",
+        list(tags),
+    )
+    return result
+
+
+def describe_violations(violations: list[dict[str, Any]]) -> str:
+    lines = []
+    for violation in violations:
+        targets = [node.get("target") for node in violation.get("nodes", [])][:5]
+        lines.append(
+            f"{violation['id']} ({violation.get('impact')}): {violation['help']} {targets}"
+        )
+    return "\n".join(lines)
+
+
+@pytest.fixture
+def axe_violations() -> AxeViolations:
+    """`axe_violations(page, tags=WCAG_AA)`: the axe-core violations on `page`."""
+    return run_axe
+
+
+@pytest.fixture
+def describe() -> Callable[[list[dict[str, Any]]], str]:
+    return describe_violations

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from sqlalchemy import MetaData, create_engine, event
@@ -71,6 +71,19 @@ def get_session(request: Request) -> Iterator[Session]:
 
 
 DbSession = Annotated[Session, Depends(get_session, scope="function")]
+
+T = TypeVar("T")
+
+
+def in_transaction(maker: sessionmaker[Session], work: Callable[..., T], *args: Any) -> T:
+    """Run `work(session, *args)` in a transaction of its own, committed on return.
+
+    For async routes that read a request body first: no transaction (and on
+    SQLite no write lock) stays open while the body streams in. Call it with
+    `await run_in_threadpool(in_transaction, maker, work, ...)`.
+    """
+    with maker.begin() as session:
+        return work(session, *args)
 
 
 def alembic_config(database_url: str) -> Any:

@@ -19,8 +19,10 @@ import uvicorn
 from fastapi import FastAPI
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
+from varsling.accounts import service as accounts
+from varsling.app import create_app
 from varsling.config import Settings
-from varsling.web.routes import install_web
+from varsling.db import make_engine, make_sessionmaker, migrate
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -35,6 +37,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 WCAG_AA = ("wcag2a", "wcag2aa", "wcag21a", "wcag21aa")
+BROWSER_PASSWORD = "browser test password"
 
 
 def _missing_browser_deps() -> list[str]:
@@ -68,18 +71,70 @@ def browser_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def web_app(browser_tmp: Path) -> FastAPI:
-    """The application under test; override with the full `create_app` later."""
-    settings = Settings(
+def browser_settings(browser_tmp: Path) -> Settings:
+    url = f"sqlite:///{browser_tmp}/varsling.db"
+    migrate(url)
+    return Settings(
         environment="development",
         code_pepper="browser-test-pepper-" + "p" * 40,
         code_salt="browser-test-salt-" + "s" * 40,
         web_secret="browser-test-web-secret-" + "w" * 40,
-        database_url=f"sqlite:///{browser_tmp}/x.db",
+        database_url=url,
+        argon2_time_cost=1,
+        argon2_memory_kib=64,
     )
-    app = FastAPI()
-    install_web(app, settings)
-    return app
+
+
+@pytest.fixture(scope="session")
+def org(browser_settings: Settings) -> dict[str, int]:
+    """A small organisation: units in a tree, handlers, one custodian at the top."""
+    engine = make_engine(browser_settings.database_url)
+    ids: dict[str, int] = {}
+    with make_sessionmaker(engine).begin() as session:
+        national = accounts.create_unit(session, name="Sentralt", kind="national")
+        vestland = accounts.create_unit(
+            session, name="Vestland fylkesparti", parent_id=national.id, kind="county"
+        )
+        bergen = accounts.create_unit(
+            session, name="Bergen kommuneparti", parent_id=vestland.id, kind="municipal"
+        )
+        oslo = accounts.create_unit(
+            session, name="Oslo fylkesparti", parent_id=national.id, kind="county"
+        )
+        youth = accounts.create_unit(
+            session, name="Ungdomspartiet", parent_id=national.id, kind="youth"
+        )
+        ids.update(
+            national=national.id,
+            vestland=vestland.id,
+            bergen=bergen.id,
+            oslo=oslo.id,
+            youth=youth.id,
+        )
+        for username, display, unit, role in (
+            ("nina", "Nina Nilsen", national.id, "handler"),
+            ("hanne", "Hanne Hansen", vestland.id, "handler"),
+            ("ola", "Ola Olsen", vestland.id, "handler"),
+            ("cora", "Cora Carlsen", national.id, "custodian"),
+        ):
+            user = accounts.create_user(
+                session,
+                browser_settings,
+                username=username,
+                password=BROWSER_PASSWORD,
+                roles=[role],
+                unit_ids=[unit],
+                display_name=display,
+            )
+            ids[username] = user.id
+    engine.dispose()
+    return ids
+
+
+@pytest.fixture(scope="session")
+def web_app(browser_settings: Settings, org: dict[str, int]) -> FastAPI:
+    """The whole service, on a migrated SQLite database with `org` in it."""
+    return create_app(browser_settings)
 
 
 @pytest.fixture(scope="session")

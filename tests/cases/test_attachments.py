@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import tracemalloc
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
@@ -120,25 +120,22 @@ def test_oversize_or_too_many_files_store_nothing(database_url: str, db: Session
 
 
 def _swap_chunks(db: Session, attachment_id: str) -> None:
+    """Swap the ciphertexts of chunks 0 and 1 behind the app's back."""
     rows = (
         db.execute(
             text(
-                "SELECT ciphertext FROM attachment_chunks WHERE attachment_id = :a ORDER BY index"
-                if db.get_bind().dialect.name == "postgresql"
-                else 'SELECT ciphertext FROM attachment_chunks WHERE attachment_id = :a ORDER BY "index"'
+                'SELECT ciphertext FROM attachment_chunks WHERE attachment_id = :a ORDER BY "index"'
             ),
             {"a": attachment_id},
         )
         .scalars()
         .all()
     )
+    update = text(
+        'UPDATE attachment_chunks SET ciphertext = :c WHERE attachment_id = :a AND "index" = :i'
+    )
     for position, blob in ((0, rows[1]), (1, rows[0])):
-        db.execute(
-            text(
-                'UPDATE attachment_chunks SET ciphertext = :c WHERE attachment_id = :a AND "index" = :i'
-            ),
-            {"c": blob, "a": attachment_id, "i": position},
-        )
+        db.execute(update, {"c": blob, "a": attachment_id, "i": position})
     db.commit()
 
 

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict
-from typing import TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from varsling import audit
 from varsling.authz import Reporter, Token
 from varsling.cases import attachments
 from varsling.cases.routes import download_response
 from varsling.config import Settings
-from varsling.db import DbSession
+from varsling.db import DbSession, in_transaction
 from varsling.errors import InvalidInput, NotFound, PayloadTooLarge
 from varsling.reports import service
 from varsling.reports.schemas import (
@@ -31,7 +29,6 @@ from varsling.reports.schemas import (
 from varsling.reports.uploads import read_multipart
 
 router = APIRouter(prefix="/api/v1", tags=["reporter"])
-T = TypeVar("T")
 
 REPORT_FIELDS = (
     "description",
@@ -118,7 +115,7 @@ async def reporter_files(token: Token, request: Request) -> dict[str, object]:
     """
     settings = _settings(request)
     maker = request.app.state.sessionmaker
-    principal = await run_in_threadpool(_in_transaction, maker, service.reporter_principal, token)
+    principal = await run_in_threadpool(in_transaction, maker, service.reporter_principal, token)
     form = await read_multipart(
         request,
         case_id=principal.case_id,
@@ -143,12 +140,7 @@ async def reporter_files(token: Token, request: Request) -> dict[str, object]:
     def store(session: Session) -> list[dict[str, object]]:
         return service.add_reporter_files(session, principal, files=form.files)
 
-    return {"files": await run_in_threadpool(_in_transaction, maker, store)}
-
-
-def _in_transaction(maker: sessionmaker[Session], work: Callable[..., T], *args: object) -> T:
-    with maker.begin() as session:
-        return work(session, *args)
+    return {"files": await run_in_threadpool(in_transaction, maker, store)}
 
 
 @router.get("/reporter/case/files/{file_id}", response_class=StreamingResponse)

@@ -299,12 +299,18 @@ def note_code_failure(session: Session) -> None:
 
 
 def open_reporter_session(
-    session: Session, settings: Settings, *, case_code: str, maker: sessionmaker[Session]
+    session: Session,
+    settings: Settings,
+    *,
+    case_code: str,
+    maker: sessionmaker[Session],
+    token: str | None = None,
 ) -> str | None:
     """A session token for a right code; None for a wrong one (counted globally).
 
     Every code costs the same Argon2id run before the lookup, whether it is
-    right or not; only after the check do the paths differ.
+    right or not; only after the check do the paths differ. The web pages
+    pass their fresh session-cookie value as `token`; the API gets a new one.
     """
     delay = throttle_delay(maker, settings)
     if delay:
@@ -339,7 +345,7 @@ def open_reporter_session(
     keys = crypto.open_sealed(
         code_key, access.sealed_keys, context=_reporter_context(access.case_id)
     )
-    token = crypto.new_token()
+    token = token or crypto.new_token()
     token_secrets = crypto.derive_token(token)
     now = utcnow()
     session.add(

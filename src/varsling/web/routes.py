@@ -8,6 +8,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
+from varsling.web import case_pages, report_pages
 from varsling.web.i18n import DEFAULT_LANGUAGE, PageTemplates
 from varsling.web.pages import PageLanguage, render_page
 from varsling.web.security import CsrfSigner, SecurityHeadersMiddleware
@@ -40,3 +41,5 @@ def install_web(app: FastAPI, settings: Settings) -> None:
     mount_static(app)
     app.add_middleware(SecurityHeadersMiddleware, strict_transport_security=settings.secure_cookies)
     app.include_router(router)
+    app.include_router(report_pages.router)
+    app.include_router(case_pages.router)

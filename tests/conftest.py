@@ -110,6 +110,12 @@ class PostgresDatabase:
             connection.execute(
                 text("INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, :h)"), {"h": "0" * 64}
             )
+            connection.execute(
+                text(
+                    "INSERT INTO login_throttle (name, window_start, failures) "
+                    "VALUES ('case_code', now(), 0), ('staff_login', now(), 0)"
+                )
+            )
         engine.dispose()
 
 

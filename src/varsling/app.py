@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,24 +16,18 @@ from varsling.cases import routes as case_routes
 from varsling.config import Settings
 from varsling.crypto import CryptoError
 from varsling.db import make_engine, make_sessionmaker
-from varsling.errors import VarslingError
+from varsling.errors import PayloadTooLarge, VarslingError, error_body
 from varsling.reports import routes as report_routes
 
 log = logging.getLogger("varsling")
 
 
-def error_body(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
 class BodyLimitMiddleware:
-    """Refuse request bodies over the limit (413) before they reach a route.
+    """Refuse request bodies over the limit (413) before a route acts on them.
 
-    Multipart uploads may carry files, so they get room for the file limits too.
+    Multipart uploads may carry files, so they get room for the file limits
+    too, and are counted as they stream; other bodies without a declared
+    length are read up to the limit first.
     """
 
     def __init__(self, app: ASGIApp, *, json_limit: int, upload_limit: int) -> None:
@@ -48,15 +41,23 @@ class BodyLimitMiddleware:
             return
         headers = dict(scope["headers"])
         content_type = headers.get(b"content-type", b"").decode("latin-1")
-        limit = (
-            self.upload_limit if content_type.startswith("multipart/form-data") else self.json_limit
-        )
+        multipart = content_type.startswith("multipart/form-data")
+        limit = self.upload_limit if multipart else self.json_limit
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _too_large(scope, receive, send, limit)
+        if declared is not None and declared.isdigit():
+            if int(declared) > limit:
+                await _too_large(scope, receive, send, limit)
+                return
+            await self.app(scope, receive, send)
+            return
+        if not multipart:
+            buffered, complete = await _read_up_to(receive, limit)
+            if not complete:
+                await _too_large(scope, receive, send, limit)
+                return
+            await self.app(scope, _replay(buffered, receive), send)
             return
         seen = 0
-        started = False
 
         async def counting_receive() -> Message:
             nonlocal seen
@@ -64,20 +65,35 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise _BodyTooLarge
+                    raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+        await self.app(scope, counting_receive, send)
 
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await _too_large(scope, receive, send, limit)
+
+async def _read_up_to(receive: Receive, limit: int) -> tuple[list[Message], bool]:
+    """The body's messages, and whether it ended within `limit` bytes."""
+    messages: list[Message] = []
+    seen = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return messages, True
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            return messages, False
+        if not message.get("more_body", False):
+            return messages, True
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    pending = list(messages)
+
+    async def replay() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replay
 
 
 async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:

@@ -116,10 +116,17 @@ def verify(session: Session) -> Verification:
     A gap (a removed event), a changed event, a reordering, or a chain that
     ends before the recorded head all break it.
     """
+    # Read the head first and walk only up to it: events appended by others
+    # while we walk (PostgreSQL reads each statement afresh) are not ours to judge.
+    head = session.get(AuditHead, 1)
+    last = head.seq if head is not None else None
     previous = GENESIS_HASH
     expected_seq = 1
     count = 0
-    rows = session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars()
+    query = select(AuditEvent).order_by(AuditEvent.seq)
+    if last is not None:
+        query = query.where(AuditEvent.seq <= last)
+    rows = session.execute(query).scalars()
     for event in rows:
         count += 1
         try:
@@ -132,7 +139,6 @@ def verify(session: Session) -> Verification:
             return Verification(False, count, event.seq)
         previous = event.hash
         expected_seq += 1
-    head = session.get(AuditHead, 1)
     if head is not None and (head.seq != expected_seq - 1 or head.hash != previous):
         return Verification(False, count, expected_seq)
     return Verification(True, count, None)

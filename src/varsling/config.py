@@ -23,6 +23,8 @@ SECRET_SETTINGS = {
 }
 _PLACEHOLDERS = {"", "change-me", "changeme", "secret", "placeholder", "xxx", "todo"}
 _MIN_SECRET_CHARS = 32
+# OWASP's floor for Argon2id (19 MiB); the shipped default is 64 MiB.
+MIN_ARGON2_MEMORY_KIB = 19456
 
 
 class ConfigError(Exception):
@@ -79,7 +81,19 @@ class Settings(BaseSettings):
         return bytes(value.get_secret_value().encode())
 
     def check(self) -> None:
-        """Refuse a missing or placeholder secret outside development."""
+        """Refuse unsafe settings: Argon2id that cannot run, or that is too cheap
+        outside development; a missing or placeholder secret outside development."""
+        if self.argon2_memory_kib < 8 * self.argon2_parallelism:
+            raise ConfigError(
+                "VARSLING_ARGON2_MEMORY_KIB must be at least 8 x VARSLING_ARGON2_PARALLELISM."
+            )
+        if self.environment != "development" and (
+            self.argon2_memory_kib < MIN_ARGON2_MEMORY_KIB or self.argon2_time_cost < 2
+        ):
+            raise ConfigError(
+                f"Argon2id is set too cheap for production: use VARSLING_ARGON2_MEMORY_KIB >= "
+                f"{MIN_ARGON2_MEMORY_KIB} and VARSLING_ARGON2_TIME_COST >= 2 (defaults: 65536, 3)."
+            )
         if self.environment == "development":
             for name in SECRET_SETTINGS:
                 if getattr(self, name) is None:

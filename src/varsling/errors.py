@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    """The one shape of every API error."""
+    return {"error": {"code": code, "message": message}}
+
 
 class VarslingError(Exception):
     status_code = 400

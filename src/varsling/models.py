@@ -19,7 +19,7 @@ from varsling.cases.models import (
     ReporterAccess,
 )
 from varsling.db import Base
-from varsling.reports.models import LoginThrottle
+from varsling.throttle import LoginThrottle
 
 __all__ = [
     "Attachment",

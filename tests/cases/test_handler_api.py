@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tests.factories import login, make_unit, make_user, report, reporter_login
@@ -155,3 +156,70 @@ def test_new_case_lists_its_computed_deadlines(
     assert item["acknowledgement_due"] == (received + dt.timedelta(days=7)).isoformat()
     assert item["feedback_due"] == add_months(received + dt.timedelta(days=7), 3).isoformat()
     assert item["overdue"] == []
+
+
+def test_an_outcome_belongs_to_concluding_or_closing(
+    client: TestClient, world: dict[str, object]
+) -> None:
+    headers = login(client, "hanne")
+    response = client.post(
+        f"/api/v1/cases/{world['case_id']}/status",
+        json={"status": "acknowledged", "outcome": "Too early"},
+        headers=headers,
+    )
+    assert response.status_code == 422
+    reporter = client.get(
+        "/api/v1/reporter/case", headers=reporter_login(client, str(world["code"]))
+    )
+    assert reporter.json()["outcome"] is None
+    assert reporter.json()["status"] == "received"
+
+
+@pytest.mark.parametrize("case_id", ["nope", "a" * 32, "bad%00id", "0" * 31 + "\u00e6"])
+def test_malformed_or_unknown_ids_are_404(
+    client: TestClient, world: dict[str, object], case_id: str
+) -> None:
+    headers = login(client, "hanne")
+    assert client.get(f"/api/v1/cases/{case_id}", headers=headers).status_code == 404
+    real = world["case_id"]
+    assert client.get(f"/api/v1/cases/{real}/files/{case_id}", headers=headers).status_code == 404
+
+
+def test_files_of_a_case_are_404_for_those_without_its_key(
+    client: TestClient, world: dict[str, object]
+) -> None:
+    reporter = reporter_login(client, str(world["code"]))
+    uploaded = client.post(
+        "/api/v1/reporter/case/files",
+        headers=reporter,
+        files=[("files", ("a.txt", b"evidence", "text/plain"))],
+    ).json()["files"][0]["id"]
+    url = f"/api/v1/cases/{world['case_id']}/files/{uploaded}"
+    assert client.get(url, headers=login(client, "hanne")).status_code == 200
+    for username in ("rita", "adam", "ola"):
+        assert client.get(url, headers=login(client, username)).status_code == 404
+
+
+def test_failed_staff_logins_are_counted_and_audited(
+    client: TestClient, world: dict[str, object], db: Session
+) -> None:
+    from varsling.audit import AuditEvent
+    from varsling.throttle import LoginThrottle
+
+    db.rollback()
+    before = db.get(LoginThrottle, "staff_login")
+    start = before.failures if before else 0
+    for username in ("hanne", "nobody"):
+        client.post("/api/v1/sessions", json={"username": username, "password": "wrong" * 3})
+
+    db.rollback()
+    row = db.get(LoginThrottle, "staff_login")
+    assert row is not None
+    assert row.failures == start + 2
+    failed = (
+        db.execute(select(AuditEvent).where(AuditEvent.action == "user.login_failed"))
+        .scalars()
+        .all()
+    )
+    assert [e.actor for e in failed] == [f"user:{world['hanne']}", "system"]
+    assert all("nobody" not in e.details for e in failed)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Iterator
 
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -10,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from tests.factories import login, make_unit, make_user, report, reporter_login
 from varsling.audit import AuditEvent
-from varsling.cases.models import Case, CaseEntry, CaseKey
+from varsling.cases.models import Case, CaseEntry, CaseKey, ReporterAccess
 from varsling.config import Settings
 
 CODE = re.compile(r"\d{4} \d{4} \d{4} \d{4} \d{4}")
@@ -247,3 +249,94 @@ def test_repeated_wrong_codes_slow_everyone_down(database_url: str, db: Session)
     app.state.engine.dispose()
     assert max(timings[:2]) < 0.3
     assert min(timings[2:]) >= 0.3
+
+
+def test_wrong_types_huge_ids_and_nul_are_refused(
+    client: TestClient, db: Session, settings: Settings
+) -> None:
+    unit = make_unit(db)
+    make_user(db, settings, "hanne", units=(unit.id,))
+    before = _stored(db)
+    for overrides in (
+        {"unit_id": str(unit.id)},
+        {"unit_id": float(unit.id)},
+        {"unit_id": 2**63},
+        {"excluded_recipients": [2**63]},
+        {"wants_meeting": "yes"},
+        {"description": "before\x00after"},
+        {"identity": {"name": "Kari\x00"}},
+    ):
+        response = client.post("/api/v1/reports", json={**report(unit.id), **overrides})
+        assert response.status_code == 422, (overrides, response.text)
+        assert response.json()["error"]["code"] == "invalid_input"
+    assert _stored(db) == before
+
+
+def test_oversize_body_without_declared_length_is_413(
+    client: TestClient, db: Session, settings: Settings
+) -> None:
+    unit = make_unit(db)
+    make_user(db, settings, "hanne", units=(unit.id,))
+    before = _stored(db)
+    body = json.dumps(report(unit.id, involved="y" * 1_100_000)).encode()
+
+    def chunked() -> Iterator[bytes]:
+        for start in range(0, len(body), 65536):
+            yield body[start : start + 65536]
+
+    response = client.post(
+        "/api/v1/reports", content=chunked(), headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+    assert _stored(db) == before
+
+
+def test_codes_made_under_older_argon2_parameters_still_open(
+    database_url: str, db: Session
+) -> None:
+    from tests.conftest import make_settings
+    from varsling.app import create_app
+
+    old = make_settings(database_url, argon2_memory_kib=64, argon2_time_cost=1)
+    new = make_settings(database_url, argon2_memory_kib=128, argon2_time_cost=2)
+    unit = make_unit(db)
+    make_user(db, old, "hanne", units=(unit.id,))
+    old_app = create_app(old)
+    with TestClient(old_app) as client:
+        old_code = client.post("/api/v1/reports", json=report(unit.id)).json()["case_code"]
+    old_app.state.engine.dispose()
+
+    new_app = create_app(new)
+    with TestClient(new_app) as client:
+        new_code = client.post("/api/v1/reports", json=report(unit.id)).json()["case_code"]
+        for code in (old_code, new_code):
+            opened = client.get("/api/v1/reporter/case", headers=reporter_login(client, code))
+            assert opened.status_code == 200
+        # The staff password was set under the old parameters too.
+        assert len(client.get("/api/v1/cases", headers=login(client, "hanne")).json()["items"]) == 2
+    new_app.state.engine.dispose()
+    db.rollback()
+    params = set(db.execute(select(ReporterAccess.code_params)).scalars())
+    assert params == {
+        "argon2id$v=19$m=64,t=1,p=1",
+        "argon2id$v=19$m=128,t=2,p=1",
+    }
+
+
+def test_submission_event_counts_exclusions_without_naming_anyone(
+    client: TestClient, db: Session, settings: Settings
+) -> None:
+    unit = make_unit(db)
+    make_user(db, settings, "hanne", units=(unit.id,))
+    accused = make_user(db, settings, "ola", units=(unit.id,))
+
+    client.post("/api/v1/reports", json=report(unit.id, excluded_recipients=[accused.id]))
+
+    db.rollback()
+    event = db.execute(select(AuditEvent).where(AuditEvent.action == "case.submitted")).scalar_one()
+    details = json.loads(event.details)
+    assert details["excluded_count"] == 1
+    assert accused.id not in details["recipients"]
+    assert "excluded" not in details

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import StringConstraints
 
 from varsling.accounts import service
 from varsling.authz import Token
 from varsling.db import DbSession
+from varsling.errors import error_body
 from varsling.reports.schemas import StrictModel, TokenOut
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
@@ -21,10 +23,18 @@ class LoginIn(StrictModel):
 
 
 @router.post("/sessions", response_model=TokenOut, responses={401: {}})
-def login(body: LoginIn, request: Request, session: DbSession) -> TokenOut:
-    token = service.login(
-        session, request.app.state.settings, username=body.username, password=body.password
+async def login(body: LoginIn, request: Request) -> TokenOut | JSONResponse:
+    token = await service.sign_in_staff(
+        request.app.state.sessionmaker,
+        request.app.state.settings,
+        username=body.username,
+        password=body.password,
     )
+    if token is None:
+        # Answered, not raised: the failure count and its audit event are committed.
+        return JSONResponse(
+            error_body("unauthenticated", "Wrong username or password."), status_code=401
+        )
     return TokenOut(token=token)
 
 

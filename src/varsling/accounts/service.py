@@ -7,10 +7,11 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from varsling import audit, crypto
+from varsling import audit, crypto, throttle
 from varsling.accounts.models import (
     LoginSession,
     Membership,
@@ -21,6 +22,7 @@ from varsling.accounts.models import (
     UserRole,
 )
 from varsling.config import Settings
+from varsling.db import in_transaction
 from varsling.errors import Conflict, InvalidInput, Unauthenticated
 
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,62}")
@@ -171,25 +173,62 @@ class StaffPrincipal:
         return f"user:{self.user_id}"
 
 
-def login(session: Session, settings: Settings, *, username: str, password: str) -> str:
-    """Check the password, open the private key, and start a session; returns the token."""
+@dataclass(frozen=True)
+class _LoginRecord:
+    user_id: int
+    salt: bytes
+    params: crypto.Argon2Params
+    verifier: bytes
+
+
+def _login_record(session: Session, username: str) -> _LoginRecord | None:
     user = session.execute(
         select(User).where(User.username == username.strip().lower())
     ).scalar_one_or_none()
     if user is None or not user.active:
-        crypto.derive_login(password, _DUMMY_SALT, settings.argon2)
-        raise Unauthenticated("Wrong username or password.")
+        return None
     params = crypto.Argon2Params.decode(user.password_params)
-    secrets = crypto.derive_login(password, user.password_salt, params)
-    if not crypto.verifier_matches(user.password_verifier, secrets.verifier):
-        raise Unauthenticated("Wrong username or password.")
+    return _LoginRecord(user.id, user.password_salt, params, user.password_verifier)
+
+
+def _derive(record: _LoginRecord | None, password: str, settings: Settings) -> crypto.LoginSecrets:
+    # An unknown username costs the same Argon2id run as a known one.
+    if record is None:
+        return crypto.derive_login(password, _DUMMY_SALT, settings.argon2)
+    return crypto.derive_login(password, record.salt, record.params)
+
+
+def finish_login(
+    session: Session,
+    settings: Settings,
+    record: _LoginRecord | None,
+    secrets: crypto.LoginSecrets,
+) -> str | None:
+    """Check the verifier, open the private key and start a session; None when wrong.
+
+    A failure is counted and audited, so the caller must commit, not raise.
+    """
+    user = session.get(User, record.user_id) if record is not None else None
+    if (
+        record is None
+        or user is None
+        or not user.active
+        or not crypto.verifier_matches(user.password_verifier, secrets.verifier)
+    ):
+        throttle.note_failure(session, throttle.Counter.STAFF_LOGIN)
+        audit.record(
+            session,
+            actor=f"user:{record.user_id}" if record is not None else audit.SYSTEM,
+            action="user.login_failed",
+        )
+        return None
     private_key = crypto.open_private_key(
         user.sealed_private_key, secrets.key, owner=f"user:{user.id}"
     )
     token = crypto.new_token()
     token_secrets = crypto.derive_token(token)
     now = utcnow()
-    session.execute(delete(LoginSession).where(LoginSession.expires_at < now))
+    purge_expired_sessions(session, now)
     session.add(
         LoginSession(
             token_lookup=token_secrets.lookup,
@@ -202,6 +241,30 @@ def login(session: Session, settings: Settings, *, username: str, password: str)
     )
     audit.record(session, actor=f"user:{user.id}", action="user.login")
     return token
+
+
+async def sign_in_staff(
+    maker: sessionmaker[Session], settings: Settings, *, username: str, password: str
+) -> str | None:
+    """The whole staff login, for async routes: Argon2id never runs inside a transaction."""
+    await throttle.pause(maker, settings, throttle.Counter.STAFF_LOGIN)
+    record = await run_in_threadpool(in_transaction, maker, _login_record, username)
+    secrets = await run_in_threadpool(_derive, record, password, settings)
+    return await run_in_threadpool(in_transaction, maker, finish_login, settings, record, secrets)
+
+
+def purge_expired_sessions(session: Session, now: dt.datetime) -> None:
+    session.execute(delete(LoginSession).where(LoginSession.expires_at < now))
+
+
+def coarse_expiry(now: dt.datetime, minutes: int) -> dt.datetime:
+    """`minutes` from now, rounded up to a quarter hour: no exact time of a reporter's visit."""
+    moment = now + dt.timedelta(minutes=minutes)
+    quarter = 15 * 60
+    seconds = (moment.minute * 60 + moment.second) % quarter
+    if seconds == 0 and moment.microsecond == 0:
+        return moment
+    return (moment + dt.timedelta(seconds=quarter - seconds)).replace(microsecond=0)
 
 
 def find_session(session: Session, token: str) -> tuple[LoginSession, crypto.TokenSecrets]:

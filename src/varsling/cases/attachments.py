@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import struct
 import tempfile
 import uuid
@@ -180,6 +181,8 @@ def list_for_case(session: Session, case_id: str, key: bytes) -> list[dict[str, 
 
 
 def find(session: Session, case_id: str, attachment_id: str) -> Attachment | None:
+    if not re.fullmatch("[0-9a-f]{32}", attachment_id):
+        return None
     return session.execute(
         select(Attachment).where(Attachment.case_id == case_id, Attachment.id == attachment_id)
     ).scalar_one_or_none()

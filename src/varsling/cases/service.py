@@ -5,6 +5,7 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,6 +136,15 @@ def outcome(session: Session, case_id: str, key: bytes) -> str | None:
 # Access: what a caller may read does not exist for them otherwise
 
 
+_HEX_ID = re.compile("[0-9a-f]{32}")
+
+
+def is_hex_id(value: str) -> bool:
+    """Case and file ids are 32 hex digits; anything else names nothing (and never
+    reaches the database, where a NUL byte would be a 500 on PostgreSQL)."""
+    return _HEX_ID.fullmatch(value) is not None
+
+
 def readable_cases(principal: StaffPrincipal) -> Select[Case]:
     granted = select(CaseKey.case_id).where(
         CaseKey.user_id == principal.user_id, CaseKey.purpose == KeyPurpose.CASE.value
@@ -150,6 +160,8 @@ class OpenCase:
 
 def open_case(session: Session, principal: StaffPrincipal, case_id: str) -> OpenCase:
     """The case and its key, if the caller holds a wrapped key for it; else 404."""
+    if not is_hex_id(case_id):
+        raise NotFound("No such case.")
     case = session.execute(readable_cases(principal).where(Case.id == case_id)).scalar_one_or_none()
     wrapped = session.execute(
         select(CaseKey).where(
@@ -268,6 +280,8 @@ def change_status(
             f"A case that is {current.value} can only move to "
             f"{NEXT_STATUS[current].value if current in NEXT_STATUS else 'nothing (it is closed)'}."
         )
+    if outcome_text and target not in (Status.CONCLUDED, Status.CLOSED):
+        raise InvalidInput("An outcome is written when concluding or closing a case.")
     if outcome_text:
         add_entry(
             session,

@@ -15,7 +15,7 @@ from varsling.cases import attachments
 from varsling.cases.routes import download_response
 from varsling.config import Settings
 from varsling.db import DbSession, in_transaction
-from varsling.errors import InvalidInput, NotFound, PayloadTooLarge
+from varsling.errors import InvalidInput, NotFound, PayloadTooLarge, error_body
 from varsling.reports import service
 from varsling.reports.schemas import (
     CaseCodeOut,
@@ -78,24 +78,14 @@ def submit_report(body: ReportIn, request: Request, session: DbSession) -> CaseC
 
 
 @router.post("/reporter/session", response_model=TokenOut, responses={401: {}})
-def reporter_login(
-    body: ReporterSessionIn, request: Request, session: DbSession
-) -> TokenOut | JSONResponse:
-    token = service.open_reporter_session(
-        session,
-        _settings(request),
-        case_code=body.case_code,
-        maker=request.app.state.sessionmaker,
+async def reporter_login(body: ReporterSessionIn, request: Request) -> TokenOut | JSONResponse:
+    token = await service.sign_in_reporter(
+        request.app.state.sessionmaker, _settings(request), case_code=body.case_code
     )
     if token is None:
         # Answered, not raised: the failure count must be committed.
         return JSONResponse(
-            {
-                "error": {
-                    "code": "unauthenticated",
-                    "message": "That case code does not open a case.",
-                }
-            },
+            error_body("unauthenticated", "That case code does not open a case."),
             status_code=401,
         )
     return TokenOut(token=token)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
 
 from varsling.cases.models import Category
 
@@ -12,8 +20,31 @@ ShortText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=5
 LongText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=20_000)]
 
 
+# Database ids: refused (422) before they could overflow a column (500).
+Id = Annotated[StrictInt, Field(ge=1, le=2**31 - 1)]
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(v) or _has_nul(k) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=False)
+    """Unknown fields refused, no silent type coercion, no NUL characters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_nul(cls, data: object) -> object:
+        if _has_nul(data):
+            raise ValueError("text may not contain NUL characters")
+        return data
 
 
 class RecipientOut(BaseModel):
@@ -38,13 +69,13 @@ class IdentityIn(StrictModel):
 
 
 class ReportIn(StrictModel):
-    unit_id: int
+    unit_id: Id
     category: Category
     description: Annotated[
         str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20_000)
     ]
     identity: IdentityIn | None = None
-    excluded_recipients: list[int] = Field(default_factory=list, max_length=100)
+    excluded_recipients: list[Id] = Field(default_factory=list, max_length=100)
     # Optional details the reporter pages ask for; the API accepts them too.
     when: ShortText | None = None
     where: ShortText | None = None
@@ -52,8 +83,8 @@ class ReportIn(StrictModel):
     witnesses: LongText | None = None
     reported_before: LongText | None = None
     desired_outcome: LongText | None = None
-    on_behalf_of_someone_else: bool = False
-    wants_meeting: bool = False
+    on_behalf_of_someone_else: StrictBool = False
+    wants_meeting: StrictBool = False
 
 
 class CaseCodeOut(BaseModel):
@@ -73,7 +104,7 @@ class MessageIn(StrictModel):
 
 
 class ReporterMessageIn(MessageIn):
-    retaliation: bool = False
+    retaliation: StrictBool = False
 
 
 class MessageOut(BaseModel):

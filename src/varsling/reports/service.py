@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from varsling import audit, crypto
+from varsling import audit, crypto, throttle
 from varsling.accounts.models import LoginSession, Role, Unit, User
 from varsling.accounts.service import (
-    as_utc,
+    coarse_expiry,
     find_session,
     members_with_role,
+    purge_expired_sessions,
     unit_chain,
     utcnow,
 )
@@ -33,11 +34,10 @@ from varsling.cases.models import (
     Status,
 )
 from varsling.config import Settings
+from varsling.db import in_transaction
 from varsling.errors import InvalidInput, NotFound, Unauthenticated
-from varsling.reports.models import LoginThrottle
 
 _REPORTER_KEYS_CONTEXT = "varsling/reporter-keys"
-_THROTTLE = "case_code"
 
 
 # --------------------------------------------------------------------------
@@ -260,7 +260,8 @@ def submit_report(
             "routed_to_unit_id": routing.unit.id,
             "recipients": [u.id for u in routing.handlers],
             "custodians": [u.id for u in routing.custodians],
-            "excluded": excluded_ids,
+            # Who was excluded names the likely accused: a count is enough here.
+            "excluded_count": len(excluded_ids),
             "with_identity": bool(identity),
             "files": len(stored_files),
         },
@@ -272,74 +273,46 @@ def submit_report(
 # Case-code sessions
 
 
-def throttle_delay(maker: sessionmaker[Session], settings: Settings) -> float:
-    """Seconds to wait before checking a code: non-zero once guessing is under way."""
-    with maker.begin() as session:
-        row = session.get(LoginThrottle, _THROTTLE)
-        if row is None:
-            return 0.0
-        if utcnow() - as_utc(row.window_start) > dt.timedelta(minutes=1):
-            return 0.0
-        if row.failures < settings.code_failures_per_minute:
-            return 0.0
-        return settings.code_failure_delay_seconds
+def code_params_in_use(session: Session, settings: Settings) -> list[crypto.Argon2Params]:
+    """The current Argon2id parameters, then any older ones codes were made under."""
+    stored = session.execute(select(ReporterAccess.code_params).distinct()).scalars()
+    current = settings.argon2
+    older = {crypto.Argon2Params.decode(p) for p in stored} - {current}
+    return [current, *sorted(older, key=lambda p: p.encode())]
 
 
-def note_code_failure(session: Session) -> None:
-    """Count a failed code for everyone; the route answers 401 without rolling back."""
-    now = utcnow()
-    row = session.get(LoginThrottle, _THROTTLE, with_for_update=True)
-    if row is None:
-        session.add(LoginThrottle(name=_THROTTLE, window_start=now, failures=1))
-    elif now - as_utc(row.window_start) > dt.timedelta(minutes=1):
-        row.window_start, row.failures = now, 1
-    else:
-        row.failures += 1
-    session.flush()
+def derive_code_candidates(
+    case_code: str, settings: Settings, params: list[crypto.Argon2Params]
+) -> list[crypto.CaseCodeSecrets] | None:
+    """Argon2id of the typed code under each parameter set in use; None if malformed.
+
+    Run outside any transaction: it is the slow part.
+    """
+    code = crypto.normalize_case_code(case_code)
+    if code is None:
+        return None
+    pepper, salt = settings.secret("code_pepper"), settings.secret("code_salt")
+    return [crypto.derive_case_code(code, pepper=pepper, salt=salt, params=p) for p in params]
 
 
 def open_reporter_session(
     session: Session,
     settings: Settings,
-    *,
-    case_code: str,
-    maker: sessionmaker[Session],
+    candidates: list[crypto.CaseCodeSecrets] | None,
     token: str | None = None,
 ) -> str | None:
-    """A session token for a right code; None for a wrong one (counted globally).
+    """A session token for a right code; None for a wrong one (counted for everyone).
 
-    Every code costs the same Argon2id run before the lookup, whether it is
-    right or not; only after the check do the paths differ. The web pages
-    pass their fresh session-cookie value as `token`; the API gets a new one.
+    The web pages pass a fresh, server-made session-cookie value as `token`;
+    the API gets a new one. A None return must still be committed.
     """
-    delay = throttle_delay(maker, settings)
-    if delay:
-        time.sleep(delay)
-    code = crypto.normalize_case_code(case_code)
-    if code is None:
-        note_code_failure(session)
-        return None
-    pepper, salt = settings.secret("code_pepper"), settings.secret("code_salt")
-    current = settings.argon2
-    found = _lookup(
-        session, crypto.derive_case_code(code, pepper=pepper, salt=salt, params=current)
-    )
+    found = None
+    for candidate in candidates or []:
+        found = _lookup(session, candidate)
+        if found is not None:
+            break
     if found is None:
-        # Codes made under earlier Argon2id parameters still open their case.
-        older = session.execute(
-            select(ReporterAccess.code_params)
-            .where(ReporterAccess.code_params != current.encode())
-            .distinct()
-        ).scalars()
-        for encoded in list(older):
-            params = crypto.Argon2Params.decode(encoded)
-            found = _lookup(
-                session, crypto.derive_case_code(code, pepper=pepper, salt=salt, params=params)
-            )
-            if found is not None:
-                break
-    if found is None:
-        note_code_failure(session)
+        throttle.note_failure(session, throttle.Counter.CASE_CODE)
         return None
     access, code_key = found
     keys = crypto.open_sealed(
@@ -348,6 +321,7 @@ def open_reporter_session(
     token = token or crypto.new_token()
     token_secrets = crypto.derive_token(token)
     now = utcnow()
+    purge_expired_sessions(session, now)
     session.add(
         LoginSession(
             token_lookup=token_secrets.lookup,
@@ -355,11 +329,28 @@ def open_reporter_session(
             sealed_secret=crypto.seal(
                 token_secrets.key, keys, context=_reporter_context(access.case_id)
             ),
-            expires_at=now + dt.timedelta(minutes=settings.reporter_session_minutes),
+            expires_at=coarse_expiry(now, settings.reporter_session_minutes),
         )
     )
     audit.record(session, actor=audit.REPORTER, action="reporter.login", case_id=access.case_id)
     return token
+
+
+async def sign_in_reporter(
+    maker: sessionmaker[Session], settings: Settings, *, case_code: str, token: str | None = None
+) -> str | None:
+    """The whole case-code login, for async routes.
+
+    Waits out the global throttle, runs Argon2id outside any transaction
+    (the same work for a right and a wrong code), then checks and opens the
+    session in a short transaction that commits either way.
+    """
+    await throttle.pause(maker, settings, throttle.Counter.CASE_CODE)
+    params = await run_in_threadpool(in_transaction, maker, code_params_in_use, settings)
+    candidates = await run_in_threadpool(derive_code_candidates, case_code, settings, params)
+    return await run_in_threadpool(
+        in_transaction, maker, open_reporter_session, settings, candidates, token
+    )
 
 
 def _lookup(

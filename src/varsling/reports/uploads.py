@@ -13,7 +13,7 @@ from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from varsling.cases.attachments import FileSealer, FileTooLarge, SealedFile, safe_name
-from varsling.errors import InvalidInput
+from varsling.errors import InvalidInput, VarslingError
 
 MAX_FIELD_BYTES = 100_000
 
@@ -156,8 +156,10 @@ async def read_multipart(
         async for chunk in request.stream():
             parser.write(chunk)
         parser.finalize()
-    except InvalidInput:
+    except VarslingError:  # a too-long field, or a body over the limit (413)
         form.discard_files()
+        if part.sealer is not None:
+            part.sealer.abort()
         raise
     except Exception as exc:
         form.discard_files()

@@ -13,7 +13,7 @@ import os
 import statistics
 import tempfile
 import time
-import warnings
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,7 +36,6 @@ def median_ms(action: Callable[[], object], runs: int) -> float:
 
 
 def main() -> None:
-    warnings.filterwarnings("ignore", message="Using `httpx`")
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=21)
     args = parser.parse_args()
@@ -57,11 +56,13 @@ def main() -> None:
         engine = make_engine(url)
         with make_sessionmaker(engine).begin() as session:
             unit = accounts.create_unit(session, name="Sentralt")
+            # Fresh names, so a reused PostgreSQL database takes another run.
+            run = uuid.uuid4().hex[:8]
             for name, role in (("hanne", "handler"), ("henrik", "handler"), ("cora", "custodian")):
                 accounts.create_user(
                     session,
                     settings,
-                    username=name,
+                    username=f"{name}-{run}",
                     password="p" * 16,
                     roles=[role],
                     unit_ids=[unit.id],

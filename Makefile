@@ -60,5 +60,9 @@ messages: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/latency.py
 
+# Full-page PNGs of every reporter page (bokmål, 1280 and 375 px) in ./screenshots.
+screenshots: $(STAMP) browser-deps
+	VARSLING_SCREENSHOT_DIR=screenshots $(BIN)/pytest -q tests/browser/test_screenshots.py
+
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -67,6 +67,7 @@ def test_files_round_trip_and_download_as_opaque_attachments(
     assert opaque.headers["content-type"] == "application/octet-stream"
     assert opaque.headers["content-disposition"].startswith("attachment;")
     assert opaque.headers["x-content-type-options"] == "nosniff"
+    assert "sandbox" in opaque.headers["content-security-policy"]
     own = client.get(
         f"/api/v1/reporter/case/files/{by_name['notes.html']['id']}",
         headers=reporter_and_handler["reporter"],

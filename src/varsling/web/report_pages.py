@@ -1,7 +1,696 @@
-"""The report form and the receipt."""
+"""The report form and the receipt.
+
+The form comes in two steps so that it works without JavaScript: first the
+reporter chooses the part of the party where it happened (`GET /{lang}/report`),
+then the whole form for that unit, with the names of the case handlers who
+will receive it (`GET /{lang}/report?unit=ID`). The form posts as
+multipart/form-data; files are sealed as they stream in, before any database
+transaction starts. On any problem the form comes back with everything the
+reporter typed and nothing is stored. On success the receipt with the case
+code is the answer to the POST itself: the code is never in a URL.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from babel.numbers import format_decimal
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from varsling.accounts.models import UnitKind
+from varsling.cases.models import Category
+from varsling.config import Settings
+from varsling.db import DbSession, in_transaction
+from varsling.errors import InvalidInput
+from varsling.reports import service
+from varsling.reports.routes import REPORT_FIELDS
+from varsling.reports.schemas import ReportIn
+from varsling.reports.service import PreparedCase, Recipient, Submission, UnitListing
+from varsling.reports.uploads import FileProblem, ParsedForm, read_multipart
+from varsling.web.i18n import N_, Language
+from varsling.web.pages import (
+    LanguageLink,
+    PageLanguage,
+    language_links,
+    page_templates,
+    render_page,
+)
+from varsling.web.security import CsrfResult, check_csrf
 
 router = APIRouter(include_in_schema=False)
+
+# What the reporter chooses at step 1 when they do not know the unit.
+NATIONAL_CHOICE: Final = "national"
+
+# The six categories in the order the form lists them, each with a plain hint.
+CATEGORIES: Final[tuple[tuple[Category, str, str], ...]] = (
+    (
+        Category.HARASSMENT,
+        N_("Harassment"),
+        N_("Behaviour that offends, frightens, humiliates or degrades someone."),
+    ),
+    (
+        Category.SEXUAL_HARASSMENT,
+        N_("Sexual harassment"),
+        N_("Unwanted sexual attention, words, touching or pressure."),
+    ),
+    (
+        Category.DISCRIMINATION,
+        N_("Discrimination"),
+        N_(
+            "Being treated worse because of, for example, gender, ethnicity, religion, "
+            "disability, sexual orientation or age."
+        ),
+    ),
+    (
+        Category.ABUSE_OF_POWER,
+        N_("Abuse of power"),
+        N_(
+            "Someone using their position or influence, for example in nominations or "
+            "elections, to pressure, exclude or punish others."
+        ),
+    ),
+    (
+        Category.RETALIATION,
+        N_("Retaliation"),
+        N_("Being punished, frozen out or treated worse because you or someone else reported."),
+    ),
+    (
+        Category.OTHER,
+        N_("Something else"),
+        N_("Another breach of the party's ethics guidelines."),
+    ),
+)
+
+# Text fields in page order; each form field has the name of its key in the sealed report.
+TEXT_FIELDS: Final[tuple[str, ...]] = (
+    "description",
+    "when",
+    "where",
+    "involved",
+    "witnesses",
+    "reported_before",
+    "desired_outcome",
+)
+CHECKBOX_FIELDS: Final[tuple[str, ...]] = ("on_behalf_of_someone_else", "wants_meeting")
+# Labels as the error messages name the fields (the same words as on the form).
+FIELD_LABELS: Final[Mapping[str, str]] = {
+    "description": N_("What happened?"),
+    "when": N_("When did it happen?"),
+    "where": N_("Where did it happen?"),
+    "involved": N_("Who was involved?"),
+    "witnesses": N_("Did anyone see or hear it?"),
+    "reported_before": N_("Have you reported this before?"),
+    "desired_outcome": N_("What do you hope will happen?"),
+    "identity_name": N_("Your name"),
+    "identity_contact": N_("How we can reach you"),
+}
+# Where the error summary sends the reporter for each problem, in page order.
+ERROR_ORDER: Final[tuple[str, ...]] = (
+    "excluded",
+    "category",
+    *TEXT_FIELDS,
+    "files",
+    "identity_name",
+    "identity_contact",
+)
+_SCHEMA_FIELDS: Final[Mapping[tuple[str | int, ...], str]] = {
+    ("category",): "category",
+    **{(name,): name for name in TEXT_FIELDS},
+    ("identity", "name"): "identity_name",
+    ("identity", "contact"): "identity_contact",
+    ("excluded_recipients",): "excluded",
+}
+
+
+# --------------------------------------------------------------------------
+# What the form offers: the unit, where the report can go, who can be left out
+
+
+@dataclass(frozen=True)
+class Destination:
+    """One place the report can be sent: the chosen unit, or straight to the national level."""
+
+    value: str  # "unit" or "national"
+    unit: UnitListing
+    receiving_unit_name: str  # the unit whose handlers receive it (the unit or one above)
+    recipients: list[Recipient]
+
+
+@dataclass(frozen=True)
+class ReportChoices:
+    unit: UnitListing
+    destinations: list[Destination]
+
+    @property
+    def handlers(self) -> list[Recipient]:
+        """Everyone who could receive the report, once each: the people one can leave out."""
+        seen: dict[int, Recipient] = {}
+        for destination in self.destinations:
+            for recipient in destination.recipients:
+                seen.setdefault(recipient.id, recipient)
+        return list(seen.values())
+
+    def destination(self, value: str) -> Destination:
+        for destination in self.destinations:
+            if destination.value == value:
+                return destination
+        return self.destinations[0]
+
+
+@dataclass(frozen=True)
+class UnitGroup:
+    """An `<optgroup>` of the unit list: the national level, a county, or youth and students."""
+
+    label: str
+    units: list[UnitListing]
+
+
+@dataclass(frozen=True)
+class UnitCatalogue:
+    units: list[UnitListing]
+
+    @property
+    def root(self) -> UnitListing | None:
+        roots = [u for u in self.units if u.parent_id is None]
+        national = [u for u in roots if u.kind == UnitKind.NATIONAL]
+        candidates = national or roots
+        return candidates[0] if candidates else None
+
+    def find(self, unit_id: int) -> UnitListing | None:
+        return next((u for u in self.units if u.id == unit_id), None)
+
+    def groups(
+        self, language: Language, gettext: Callable[[Language, str], str]
+    ) -> list[UnitGroup]:
+        """National units first, then each county with its municipal units, then youth."""
+        by_id = {u.id: u for u in self.units}
+
+        def ancestors(unit: UnitListing) -> Iterable[UnitListing]:
+            seen = {unit.id}
+            current = by_id.get(unit.parent_id) if unit.parent_id is not None else None
+            while current is not None and current.id not in seen:
+                yield current
+                seen.add(current.id)
+                current = by_id.get(current.parent_id) if current.parent_id is not None else None
+
+        national: list[UnitListing] = []
+        youth: list[UnitListing] = []
+        counties: dict[int, list[UnitListing]] = {}
+        for unit in self.units:
+            chain = [unit, *ancestors(unit)]
+            if any(u.kind in (UnitKind.YOUTH, UnitKind.STUDENT) for u in chain):
+                youth.append(unit)
+                continue
+            county = next((u for u in chain if u.kind == UnitKind.COUNTY), None)
+            if county is None:
+                national.append(unit)
+            else:
+                counties.setdefault(county.id, []).append(unit)
+
+        groups = []
+        if national:
+            national.sort(key=lambda u: (u.parent_id is not None, _name_key(u.name)))
+            groups.append(UnitGroup(gettext(language, N_("National level")), national))
+        for county_id in sorted(counties, key=lambda i: _name_key(by_id[i].name)):
+            members = sorted(
+                counties[county_id], key=lambda u: (u.id != county_id, _name_key(u.name))
+            )
+            groups.append(UnitGroup(by_id[county_id].name, members))
+        if youth:
+            youth.sort(key=lambda u: _name_key(u.name))
+            groups.append(UnitGroup(gettext(language, N_("Youth and students")), youth))
+        return groups
+
+
+_NORWEGIAN_ORDER: Final = str.maketrans({"æ": "z{", "ø": "z|", "å": "z}"})
+
+
+def _name_key(name: str) -> str:
+    """Sort names the Norwegian way: æ, ø and å after z."""
+    return name.casefold().translate(_NORWEGIAN_ORDER)
+
+
+def _load_catalogue(session: Session) -> UnitCatalogue:
+    return UnitCatalogue(service.list_units(session))
+
+
+def _load_choices(session: Session, unit_id: int) -> tuple[UnitCatalogue, ReportChoices | None]:
+    catalogue = _load_catalogue(session)
+    unit = catalogue.find(unit_id)
+    if unit is None:
+        return catalogue, None
+    destinations = [_destination(session, "unit", unit)]
+    root = catalogue.root
+    if root is not None and root.id != unit.id:
+        here = {r.id for r in unit.recipients}
+        there = {r.id for r in root.recipients}
+        # When the report already goes to the national level, there is nothing to choose.
+        if here != there:
+            destinations.append(_destination(session, NATIONAL_CHOICE, root))
+    return catalogue, ReportChoices(unit, destinations)
+
+
+def _load_for_sending(
+    session: Session, unit_id: int, draft: ReportDraft
+) -> tuple[UnitCatalogue, ReportChoices | None, bool]:
+    """The form's choices; `draft.excluded` cut to the people offered; whether anyone is left."""
+    catalogue, choices = _load_choices(session, unit_id)
+    if choices is None:
+        return catalogue, None, False
+    # Only the people the form offered can be left out; anything else is not ours.
+    draft.excluded &= {r.id for r in choices.handlers}
+    try:
+        service.route(session, choices.destination(draft.destination).unit.id, draft.excluded)
+    except InvalidInput:
+        return catalogue, choices, True
+    return catalogue, choices, False
+
+
+def _destination(session: Session, value: str, unit: UnitListing) -> Destination:
+    try:
+        receiving = service.route(session, unit.id).unit.name
+    except InvalidInput:
+        receiving = unit.name
+    return Destination(value, unit, receiving, unit.recipients)
+
+
+# --------------------------------------------------------------------------
+# What the reporter typed, and what was wrong with it
+
+
+@dataclass
+class ReportDraft:
+    """Everything the reporter typed, exactly as typed, to show again on an error."""
+
+    category: str = ""
+    text: dict[str, str] = field(default_factory=lambda: dict.fromkeys(TEXT_FIELDS, ""))
+    checked: set[str] = field(default_factory=set)
+    identity_name: str = ""
+    identity_contact: str = ""
+    destination: str = "unit"
+    excluded: set[int] = field(default_factory=set)
+
+    @classmethod
+    def from_form(cls, form: ParsedForm) -> ReportDraft:
+        excluded = set()
+        for value in form.fields.get("excluded", []):
+            if value.isascii() and value.isdigit() and len(value) < 12:
+                excluded.add(int(value))
+        return cls(
+            category=form.first("category"),
+            text={name: form.first(name) for name in TEXT_FIELDS},
+            checked={name for name in CHECKBOX_FIELDS if form.first(name)},
+            identity_name=form.first("identity_name"),
+            identity_contact=form.first("identity_contact"),
+            destination=NATIONAL_CHOICE if form.first("destination") == NATIONAL_CHOICE else "unit",
+            excluded=excluded,
+        )
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str  # the form field; the summary links to its first control
+    message: str
+
+
+@dataclass
+class FormErrors:
+    items: list[FieldError] = field(default_factory=list)
+
+    def add(self, field_name: str, message: str) -> None:
+        self.items.append(FieldError(field_name, message))
+
+    def for_field(self, field_name: str) -> list[str]:
+        return [e.message for e in self.items if e.field == field_name]
+
+    def ordered(self) -> list[FieldError]:
+        return sorted(self.items, key=lambda e: ERROR_ORDER.index(e.field))
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+
+class _Messages:
+    """Translated messages for one language, with numbers in its own format."""
+
+    def __init__(self, request: Request, language: Language) -> None:
+        self._templates = page_templates(request)
+        self._language = language
+
+    def __call__(self, message: str, **params: object) -> str:
+        text = self._templates.gettext(self._language, message)
+        return text % params if params else text
+
+    def number(self, value: int) -> str:
+        return format_decimal(value, locale=self._language)
+
+    def size(self, size_bytes: int) -> str:
+        return format_size(size_bytes, self._language)
+
+
+def format_size(size_bytes: int, language: Language) -> str:
+    """A file size limit in words a reporter knows: 20 MB, 500 KB."""
+    for unit, factor in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
+        if size_bytes >= factor:
+            amount = round(size_bytes / factor, 1)
+            shown = format_decimal(int(amount) if amount.is_integer() else amount, locale=language)
+            return f"{shown}\u00a0{unit}"
+    return f"{format_decimal(size_bytes, locale=language)}\u00a0B"
+
+
+def _report_in(unit_id: int, draft: ReportDraft, excluded: Sequence[int]) -> dict[str, Any]:
+    """The API's shape of a report, so the web form and the API share their limits."""
+    data: dict[str, Any] = {
+        "unit_id": unit_id,
+        "excluded_recipients": list(excluded),
+        "on_behalf_of_someone_else": "on_behalf_of_someone_else" in draft.checked,
+        "wants_meeting": "wants_meeting" in draft.checked,
+    }
+    if draft.category:
+        data["category"] = draft.category
+    for name in TEXT_FIELDS:
+        value = draft.text[name]
+        if name == "description" or value.strip():
+            data[name] = value
+    if draft.identity_name.strip() or draft.identity_contact.strip():
+        data["identity"] = {"name": draft.identity_name, "contact": draft.identity_contact}
+    return data
+
+
+def validate_report(
+    data: dict[str, Any], messages: _Messages, errors: FormErrors
+) -> ReportIn | None:
+    """`ReportIn` for valid data; otherwise each problem added to `errors` in plain words."""
+    try:
+        return ReportIn.model_validate(data)
+    except ValidationError as invalid:
+        for problem in invalid.errors():
+            field_name = _SCHEMA_FIELDS.get(tuple(problem["loc"]))
+            if field_name is None or field_name in {e.field for e in errors.items}:
+                continue
+            errors.add(field_name, _problem_message(field_name, problem, messages))
+        if not errors:
+            errors.add("description", messages(N_("Check what you wrote and send it again.")))
+        return None
+
+
+def _problem_message(field_name: str, problem: Mapping[str, Any], messages: _Messages) -> str:
+    kind = problem["type"]
+    if field_name == "category":
+        return messages(N_("Choose what the report is about."))
+    if field_name == "excluded":
+        return messages(N_("You have left out too many people. Leave out fewer."))
+    if kind == "string_too_long":
+        typed = problem.get("input")
+        count = len(typed.strip()) if isinstance(typed, str) else 0
+        return messages(
+            N_(
+                "“%(label)s” can be at most %(max)s characters. You wrote %(count)s. "
+                "Shorten it, or add the rest as a file."
+            ),
+            label=messages(FIELD_LABELS[field_name]),
+            max=messages.number(int(problem.get("ctx", {}).get("max_length", 0))),
+            count=messages.number(count),
+        )
+    if field_name == "description":
+        return messages(N_("Describe what happened."))
+    if field_name == "identity_name":
+        return messages(
+            N_("Write your name, or leave both fields about you empty to stay anonymous.")
+        )
+    return messages(N_("Check what you wrote here."))
+
+
+def _file_errors(
+    problems: Sequence[FileProblem], settings: Settings, messages: _Messages, errors: FormErrors
+) -> None:
+    for problem in problems:
+        if problem.reason == "too_large":
+            errors.add(
+                "files",
+                messages(
+                    N_("The file “%(name)s” is larger than %(limit)s. It was not sent."),
+                    name=problem.name,
+                    limit=messages.size(settings.max_file_bytes),
+                ),
+            )
+        else:
+            errors.add(
+                "files",
+                messages(
+                    N_("You can add at most %(max)s files. “%(name)s” was not sent."),
+                    max=messages.number(settings.max_files_per_report),
+                    name=problem.name,
+                ),
+            )
+
+
+# --------------------------------------------------------------------------
+# Pages
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _form_language_links(request: Request, language: Language, unit_id: int) -> list[LanguageLink]:
+    """The switch keeps the chosen unit (but, being links, not anything typed)."""
+    return [
+        LanguageLink(link.language, link.name, f"{link.url}?unit={unit_id}", link.current)
+        for link in language_links(request.url.path, language)
+    ]
+
+
+def _render_unit_step(
+    request: Request,
+    language: Language,
+    catalogue: UnitCatalogue,
+    *,
+    error: str | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    return render_page(
+        request,
+        language,
+        "report_unit.html",
+        {
+            "unit_groups": catalogue.groups(language, page_templates(request).gettext),
+            "has_units": bool(catalogue.units),
+            "national_choice": NATIONAL_CHOICE,
+            "unit_error": error,
+        },
+        status_code=status_code,
+    )
+
+
+def _render_form(
+    request: Request,
+    language: Language,
+    choices: ReportChoices,
+    *,
+    draft: ReportDraft | None = None,
+    errors: FormErrors | None = None,
+    csrf_status: CsrfResult = "ok",
+    status_code: int = 200,
+) -> HTMLResponse:
+    settings = _settings(request)
+    errors = errors or FormErrors()
+    draft = draft or ReportDraft()
+    return render_page(
+        request,
+        language,
+        "report_form.html",
+        {
+            "language_links": _form_language_links(request, language, choices.unit.id),
+            "choices": choices,
+            "national_choice": NATIONAL_CHOICE,
+            "categories": CATEGORIES,
+            "draft": draft,
+            "errors": errors,
+            "error_list": errors.ordered(),
+            "csrf_status": csrf_status,
+            "max_files": settings.max_files_per_report,
+            "max_file_size": format_size(settings.max_file_bytes, language),
+        },
+        status_code=status_code,
+    )
+
+
+def _unit_id(value: str | None) -> int | None:
+    if value is None or not value.isascii() or not value.isdigit() or len(value) > 12:
+        return None
+    return int(value)
+
+
+@router.get("/{lang:lang}/report", response_class=HTMLResponse)
+def report_form(
+    request: Request, language: PageLanguage, session: DbSession, unit: str | None = None
+) -> HTMLResponse:
+    """Step 1 without `unit`; the whole form for a unit with it."""
+    messages = _Messages(request, language)
+    if unit is None:
+        return _render_unit_step(request, language, _load_catalogue(session))
+    if unit == NATIONAL_CHOICE:
+        root = _load_catalogue(session).root
+        unit_id = root.id if root is not None else None
+    else:
+        unit_id = _unit_id(unit)
+    catalogue, choices = (
+        _load_choices(session, unit_id) if unit_id is not None else (_load_catalogue(session), None)
+    )
+    if choices is None:
+        error = (
+            messages(N_("Choose where in the party it happened."))
+            if unit == ""
+            else messages(N_("We could not find that part of the party. Choose again."))
+        )
+        return _render_unit_step(request, language, catalogue, error=error, status_code=422)
+    return _render_form(request, language, choices)
+
+
+@router.post("/{lang:lang}/report", response_class=HTMLResponse)
+async def send_report(request: Request, language: PageLanguage) -> HTMLResponse:
+    """Read the form (sealing files as they arrive), check it, then store it in one go."""
+    settings = _settings(request)
+    maker = request.app.state.sessionmaker
+    messages = _Messages(request, language)
+    prepared = PreparedCase.new()
+    # No transaction is open while the body streams in.
+    try:
+        form = await read_multipart(
+            request,
+            case_id=prepared.case_id,
+            key=prepared.case_key,
+            max_file_bytes=settings.max_file_bytes,
+            max_files=settings.max_files_per_report,
+        )
+    except InvalidInput:
+        catalogue = await run_in_threadpool(in_transaction, maker, _load_catalogue)
+        return _render_unit_step(
+            request,
+            language,
+            catalogue,
+            error=messages(
+                N_(
+                    "The form could not be read, so nothing was sent. A text may have been "
+                    "far too long. Start again, and add long texts as a file."
+                )
+            ),
+            status_code=400,
+        )
+    try:
+        return await _check_and_store(request, language, form, prepared, messages)
+    finally:
+        # Stored files are already closed; anything else is thrown away.
+        form.discard_files()
+
+
+async def _check_and_store(
+    request: Request,
+    language: Language,
+    form: ParsedForm,
+    prepared: PreparedCase,
+    messages: _Messages,
+) -> HTMLResponse:
+    settings = _settings(request)
+    maker = request.app.state.sessionmaker
+    csrf_status = check_csrf(request, form.first("csrf_token"))
+    unit_id = _unit_id(form.first("unit"))
+    draft = ReportDraft.from_form(form)
+    catalogue, choices, nobody_left = await run_in_threadpool(
+        in_transaction, maker, _load_for_sending, unit_id if unit_id is not None else -1, draft
+    )
+    if choices is None:
+        return _render_unit_step(
+            request,
+            language,
+            catalogue,
+            error=messages(N_("We could not find that part of the party. Choose again.")),
+            status_code=422,
+        )
+
+    destination = choices.destination(draft.destination)
+    errors = FormErrors()
+    nobody_left_message = messages(
+        N_(
+            "Nobody would be left to receive the report: everyone who could "
+            "receive it, up to the national level, is left out. Leave out fewer "
+            "people."
+        )
+    )
+    if nobody_left:
+        errors.add("excluded", nobody_left_message)
+    valid = validate_report(
+        _report_in(destination.unit.id, draft, sorted(draft.excluded)), messages, errors
+    )
+    _file_errors(form.problems, settings, messages, errors)
+
+    submission: Submission | None = None
+    if valid is not None and not errors and csrf_status == "ok":
+        try:
+            submission = await run_in_threadpool(
+                in_transaction, maker, _submit, settings, valid, prepared, form
+            )
+        except InvalidInput:
+            # Handlers changed since the check above: the same answer.
+            errors.add("excluded", nobody_left_message)
+    if submission is not None:
+        return _render_receipt(request, language, submission)
+
+    chosen = [sealed.name for sealed in form.files]
+    if chosen:
+        errors.add(
+            "files",
+            messages(
+                N_(
+                    "Your browser cannot keep files when the form is shown again. "
+                    "Choose these files again: %(names)s."
+                ),
+                names=", ".join(chosen),
+            ),
+        )
+    return _render_form(
+        request,
+        language,
+        choices,
+        draft=draft,
+        errors=errors,
+        csrf_status=csrf_status,
+        status_code=400 if csrf_status != "ok" else 422,
+    )
+
+
+def _submit(
+    session: Session, settings: Settings, report: ReportIn, prepared: PreparedCase, form: ParsedForm
+) -> Submission:
+    return service.submit_report(
+        session,
+        settings,
+        unit_id=report.unit_id,
+        category=report.category.value,
+        report=report.model_dump(include=set(REPORT_FIELDS), exclude_none=True),
+        identity=report.identity.model_dump() if report.identity else None,
+        excluded=report.excluded_recipients,
+        prepared=prepared,
+        files=form.files,
+    )
+
+
+def _render_receipt(request: Request, language: Language, submission: Submission) -> HTMLResponse:
+    return render_page(
+        request,
+        language,
+        "receipt.html",
+        {
+            "code_groups": submission.case_code.split(" "),
+            "follow_up_url": f"{str(request.base_url).rstrip('/')}/{language}/follow-up",
+        },
+    )

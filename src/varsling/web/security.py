@@ -99,7 +99,11 @@ class SecurityHeadersMiddleware:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 for name, value in SECURITY_HEADERS:
-                    headers[name] = value
+                    if name == "Content-Security-Policy":
+                        # A route's own policy stands (a download adds `sandbox`).
+                        headers.setdefault(name, value)
+                    else:
+                        headers[name] = value
                 if self.strict_transport_security:
                     headers["Strict-Transport-Security"] = "max-age=31536000"
                 if headers.get("content-type", "").startswith("text/html"):
@@ -201,14 +205,26 @@ def set_session_cookie(request: Request, response: Response) -> None:
     if not isinstance(value, str):
         return
     signer = csrf_signer(request)
+    max_age = getattr(request.state, "varsling_session_max_age", None)
     response.set_cookie(
         SESSION_COOKIE,
         value,
-        max_age=signer.lifetime_seconds,
+        max_age=max_age if isinstance(max_age, int) else signer.lifetime_seconds,
         path="/",
         secure=signer.secure_cookie,
         httponly=True,
         samesite="strict",
+    )
+
+
+def limit_session_cookie(request: Request, seconds: int) -> None:
+    """Let the cookie set by this request live `seconds` at most (a reporter's login).
+
+    A logged-in reporter's cookie is their session token, so it should not
+    outlive the session on the server.
+    """
+    request.state.varsling_session_max_age = max(
+        1, min(int(seconds), csrf_signer(request).lifetime_seconds)
     )
 
 

@@ -1,0 +1,296 @@
+"""Follow-up and the case page in a real browser: axe-core, no JavaScript, keyboard only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Request
+
+from tests.browser.conftest import BROWSER_PASSWORD
+
+pytestmark = pytest.mark.browser
+
+LANGUAGES = ["nb", "nn", "en"]
+WIDTHS = [1280, 375]
+WRONG_CODE = "0000 1111 2222 3333 4444"
+
+
+@dataclass(frozen=True)
+class BrowserCase:
+    code: str
+    case_id: str
+    handler: dict[str, str]
+
+
+def handler_headers(base: str, username: str) -> dict[str, str]:
+    response = httpx.post(
+        f"{base}/api/v1/sessions", json={"username": username, "password": BROWSER_PASSWORD}
+    )
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+def case_ids(base: str, handler: dict[str, str]) -> set[str]:
+    response = httpx.get(f"{base}/api/v1/cases", headers=handler)
+    assert response.status_code == 200, response.text
+    return {item["id"] for item in response.json()["items"]}
+
+
+def create_case(base: str, unit_id: int, handler_name: str, **fields: object) -> BrowserCase:
+    """A report sent through the API, and the id its handler sees it under."""
+    handler = handler_headers(base, handler_name)
+    before = case_ids(base, handler)
+    response = httpx.post(
+        f"{base}/api/v1/reports",
+        json={
+            "unit_id": unit_id,
+            "category": "harassment",
+            "description": "Lederen kom med nedsettende kommentarer på medlemsmøtet.",
+            **fields,
+        },
+    )
+    assert response.status_code == 201, response.text
+    [case_id] = case_ids(base, handler) - before
+    return BrowserCase(response.json()["case_code"], case_id, handler)
+
+
+def reporter_headers(base: str, code: str) -> dict[str, str]:
+    response = httpx.post(f"{base}/api/v1/reporter/session", json={"case_code": code})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+def fill_case(base: str, case: BrowserCase) -> None:
+    """Messages both ways (one about retaliation), a file, and an outcome."""
+    reporter = reporter_headers(base, case.code)
+    for status in ("acknowledged", "investigating"):
+        changed = httpx.post(
+            f"{base}/api/v1/cases/{case.case_id}/status",
+            json={"status": status},
+            headers=case.handler,
+        )
+        assert changed.status_code == 200, changed.text
+    written = httpx.post(
+        f"{base}/api/v1/cases/{case.case_id}/messages",
+        json={"body": "Takk for varselet. Kan du si litt mer om hvem som var til stede?"},
+        headers=case.handler,
+    )
+    assert written.status_code == 201, written.text
+    replied = httpx.post(
+        f"{base}/api/v1/reporter/case/messages",
+        json={"body": "Det var styret og to medlemmer.\nJeg kan gi navnene hvis det trengs."},
+        headers=reporter,
+    )
+    assert replied.status_code == 201, replied.text
+    uploaded = httpx.post(
+        f"{base}/api/v1/reporter/case/files",
+        files=[("files", ("referat fra møtet.pdf", b"%PDF-1.4 test", "application/pdf"))],
+        headers=reporter,
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    retaliation = httpx.post(
+        f"{base}/api/v1/reporter/case/messages",
+        json={"body": "Etter møtet ble jeg tatt ut av arbeidsgruppa.", "retaliation": True},
+        headers=reporter,
+    )
+    assert retaliation.status_code == 201, retaliation.text
+    concluded = httpx.post(
+        f"{base}/api/v1/cases/{case.case_id}/status",
+        json={
+            "status": "concluded",
+            "outcome": "Vi har snakket med de involverte, og lederen har fått en advarsel.",
+        },
+        headers=case.handler,
+    )
+    assert concluded.status_code == 200, concluded.text
+
+
+@pytest.fixture(scope="module")
+def full_case(live_server: str, org: dict[str, int]) -> BrowserCase:
+    """A case with something in every part of the case page."""
+    case = create_case(
+        live_server,
+        org["vestland"],
+        "hanne",
+        where="Medlemsmøtet i Bergen",
+        identity={"name": "Kari Nordmann", "contact": "Telefon 400 00 000"},
+    )
+    fill_case(live_server, case)
+    return case
+
+
+def log_in(page: Page, base: str, language: str, code: str) -> None:
+    page.goto(f"{base}/{language}/follow-up")
+    page.fill("#case-code", code)
+    page.locator("form[action$='/follow-up'] button[type=submit]").click()
+
+
+AxeViolations = Callable[..., list[dict[str, Any]]]
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_follow_up_and_case_pages_have_no_axe_violations(
+    axe_context: BrowserContext,
+    live_server: str,
+    full_case: BrowserCase,
+    axe_violations: AxeViolations,
+    describe: Callable[[list[dict[str, Any]]], str],
+    language: str,
+    width: int,
+) -> None:
+    page = axe_context.new_page()
+    page.set_viewport_size({"width": width, "height": 900})
+    found: dict[str, str] = {}
+
+    def check(state: str) -> None:
+        assert page.locator("html").get_attribute("lang") == language
+        violations = axe_violations(page)
+        if violations:
+            found[state] = describe(violations)
+
+    page.goto(f"{live_server}/{language}/follow-up")
+    check("follow-up")
+
+    log_in(page, live_server, language, WRONG_CODE)
+    page.wait_for_selector(".error-summary")
+    check("follow-up, wrong code")
+
+    log_in(page, live_server, language, full_case.code)
+    page.wait_for_url(f"{live_server}/{language}/case")
+    assert page.locator(".case-message--retaliation").count() == 1
+    assert page.locator(".case-files a").count() == 1
+    assert page.locator("#outcome").is_visible()
+    check("case page")
+
+    page.locator("#reply button[type=submit]").click()
+    page.wait_for_selector(".error-summary")
+    assert page.locator("#message-body").get_attribute("aria-invalid") == "true"
+    check("case page, empty reply")
+
+    page.goto(f"{live_server}/{language}/case/retaliation")
+    check("retaliation page")
+
+    page.locator("form[action$='/case/retaliation'] button[type=submit]").click()
+    page.wait_for_selector(".error-summary")
+    check("retaliation page, nothing written")
+
+    # The cookie is gone (the session ended) while the reporter was writing.
+    page.fill("#message-body", "Skrevet mens økten gikk ut.")
+    axe_context.clear_cookies()
+    page.locator("form[action$='/case/retaliation'] button[type=submit]").click()
+    page.wait_for_selector("#kept-text")
+    assert page.locator("#kept-text").input_value() == "Skrevet mens økten gikk ut."
+    check("session ended while writing")
+
+    assert found == {}, "\n".join(f"{state}:\n{text}" for state, text in found.items())
+
+
+def tab_to(page: Page, selector: str, limit: int = 80) -> None:
+    """Press Tab until the element matching `selector` has focus."""
+    target = page.locator(selector)
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        if target.evaluate("element => element === document.activeElement"):
+            return
+    raise AssertionError(f"Tab never reached {selector}")
+
+
+def test_log_in_and_reply_with_the_keyboard_and_no_javascript(
+    nojs_context: BrowserContext, live_server: str, org: dict[str, int]
+) -> None:
+    case = create_case(live_server, org["national"], "nina")
+    page = nojs_context.new_page()
+    page.goto(f"{live_server}/nb/")
+    tab_to(page, "footer a[href='/nb/follow-up']")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{live_server}/nb/follow-up")
+
+    tab_to(page, "#case-code")
+    page.keyboard.type(case.code.replace(" ", "-"))
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{live_server}/nb/case")
+    assert page.get_by_role("heading", level=1).inner_text() == "Saken din"
+    assert "Mottatt" in page.locator(".case-status").inner_text()
+
+    reply = "Jeg husker en ting til:\nDet skjedde også på sommerfesten."
+    tab_to(page, "#message-body")
+    page.keyboard.type(reply)
+    tab_to(page, "#reply button[type=submit]")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{live_server}/nb/case?sent=message")
+    assert page.locator(".notice--success").is_visible()
+    assert page.locator(".case-message--reporter .case-text").inner_text() == reply
+
+    handler = handler_headers(live_server, "nina")
+    view = httpx.get(f"{live_server}/api/v1/cases/{case.case_id}", headers=handler).json()
+    assert [(m["author"], m["body"], m["retaliation"]) for m in view["messages"]] == [
+        ("reporter", reply, False)
+    ]
+
+    tab_to(page, ".case-heading__logout button")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{live_server}/nb/follow-up?notice=logged-out")
+    page.goto(f"{live_server}/nb/case")
+    assert page.url == f"{live_server}/nb/follow-up?notice=ended"
+
+
+def test_the_error_summary_takes_focus_without_javascript(
+    nojs_context: BrowserContext, live_server: str
+) -> None:
+    page = nojs_context.new_page()
+    page.goto(f"{live_server}/en/follow-up")
+    tab_to(page, "#case-code")
+    page.keyboard.type("1234")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(".error-summary")
+    assert page.locator(".error-summary").evaluate("el => el === document.activeElement")
+    tab_to(page, ".error-summary a")
+    page.keyboard.press("Enter")
+    assert page.locator("#case-code").evaluate("el => el === document.activeElement")
+    assert page.locator("#case-code").input_value() == "1234"
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_case_page_reflows_at_320_px(
+    context: BrowserContext, live_server: str, full_case: BrowserCase, language: str
+) -> None:
+    page = context.new_page()
+    page.set_viewport_size({"width": 320, "height": 640})
+    log_in(page, live_server, language, full_case.code)
+    page.wait_for_url(f"{live_server}/{language}/case")
+    for path in ("case", "case/retaliation"):
+        page.goto(f"{live_server}/{language}/{path}")
+        overflow = page.evaluate(
+            "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0, f"/{language}/{path} scrolls sideways by {overflow}px at 320px"
+
+
+def test_case_page_loads_nothing_from_elsewhere_and_breaks_no_csp(
+    page: Page, live_server: str, full_case: BrowserCase
+) -> None:
+    requests: list[str] = []
+    console_errors: list[str] = []
+
+    def on_request(request: Request) -> None:
+        requests.append(request.url)
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            console_errors.append(message.text)
+
+    page.on("request", on_request)
+    page.on("console", on_console)
+    log_in(page, live_server, "nb", full_case.code)
+    page.wait_for_url(f"{live_server}/nb/case")
+    page.wait_for_load_state("networkidle")
+    page.goto(f"{live_server}/nb/case/retaliation")
+    page.wait_for_load_state("networkidle")
+    assert all(url.startswith(live_server) for url in requests), requests
+    assert console_errors == []
+    assert [c["name"] for c in page.context.cookies()] == ["varsling_session"]

@@ -1,0 +1,284 @@
+"""The report form and the receipt in a real browser: axe-core, reflow, keyboard, no JavaScript."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Request
+
+pytestmark = pytest.mark.browser
+
+LANGUAGES = ["nb", "nn", "en"]
+WIDTHS = [1280, 375]
+STATES = ["step1", "form", "error", "token", "receipt"]
+CODE = re.compile(r"\d{4} \d{4} \d{4} \d{4} \d{4}")
+SUBMIT = "form.report-form button[type=submit]"
+
+Violations = Callable[..., list[dict[str, Any]]]
+
+
+def submit_and_wait(page: Page) -> None:
+    with page.expect_navigation():
+        page.locator(SUBMIT).click()
+
+
+def open_state(page: Page, base: str, language: str, state: str, org: dict[str, int]) -> None:
+    """Bring `page` to one of the report pages, with JavaScript on (for axe)."""
+    if state == "step1":
+        page.goto(f"{base}/{language}/report")
+        return
+    page.goto(f"{base}/{language}/report?unit={org['bergen']}")
+    if state == "form":
+        return
+    if state == "error":
+        # Something typed, something ticked, the required parts missing.
+        page.locator("#when").fill("I fjor høst")
+        page.locator(f"#excluded-{org['ola']}").check()
+        submit_and_wait(page)
+        assert page.locator(".error-summary").is_visible()
+        return
+    if state == "token":
+        # Without its cookie the form token is not accepted: the form explains why.
+        page.locator("#description").fill("Det skjedde på årsmøtet.")
+        page.context.clear_cookies()
+        submit_and_wait(page)
+        assert page.locator(".form-token-notice").is_visible()
+        return
+    page.locator("#category").check()
+    page.locator("#description").fill("Det skjedde på årsmøtet.")
+    submit_and_wait(page)
+    assert CODE.fullmatch(page.locator(".case-code").inner_text().replace("\n", " ").strip())
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("state", STATES)
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_report_pages_have_no_axe_violations(
+    axe_context: BrowserContext,
+    live_server: str,
+    org: dict[str, int],
+    axe_violations: Violations,
+    describe: Callable[[list[dict[str, Any]]], str],
+    language: str,
+    state: str,
+    width: int,
+) -> None:
+    page = axe_context.new_page()
+    page.set_viewport_size({"width": width, "height": 900})
+    open_state(page, live_server, language, state, org)
+    assert page.locator("html").get_attribute("lang") == language
+    violations = axe_violations(page)
+    assert violations == [], describe(violations)
+
+
+@pytest.mark.parametrize("state", STATES)
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_report_pages_reflow_at_320_px(
+    context: BrowserContext, live_server: str, org: dict[str, int], language: str, state: str
+) -> None:
+    page = context.new_page()
+    page.set_viewport_size({"width": 320, "height": 640})
+    open_state(page, live_server, language, state, org)
+    overflow = page.evaluate(
+        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0, f"the page scrolls sideways by {overflow}px at 320px"
+    assert page.locator(".quick-exit").is_visible()
+
+
+def focused_id(page: Page) -> str:
+    return str(page.evaluate("() => document.activeElement && document.activeElement.id"))
+
+
+def tab_to(page: Page, element_id: str, *, limit: int = 80) -> None:
+    """Press Tab until the element with `element_id` has focus."""
+    for _ in range(limit):
+        if focused_id(page) == element_id:
+            return
+        page.keyboard.press("Tab")
+    raise AssertionError(f"Tab never reached #{element_id}; focus is on #{focused_id(page)}")
+
+
+def tab_to_submit(page: Page, *, limit: int = 80) -> None:
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        if page.evaluate(
+            "() => document.activeElement.matches('form.report-form button[type=submit]')"
+        ):
+            return
+    raise AssertionError("Tab never reached the submit button")
+
+
+def test_keyboard_only_report_without_javascript_then_follow_up(
+    nojs_context: BrowserContext, live_server: str, org: dict[str, int]
+) -> None:
+    page = nojs_context.new_page()
+    page.goto(f"{live_server}/nb/report")
+
+    # Step 1: the unit, by typing its name into the list.
+    tab_to(page, "unit")
+    page.keyboard.type("Bergen")
+    assert page.locator("#unit").input_value() == str(org["bergen"])
+    page.keyboard.press("Tab")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert page.url == f"{live_server}/nb/report?unit={org['bergen']}"
+    assert page.locator("html").get_attribute("lang") == "nb"
+
+    # Step 2: leave Ola out, write what happened, and send without a category.
+    tab_to(page, f"excluded-{org['ola']}")
+    page.keyboard.press("Space")
+    tab_to(page, "description")
+    page.keyboard.type("Lederen truet med å stryke meg fra lista etter at jeg sa fra.")
+    page.keyboard.press("Tab")
+    page.keyboard.type("Mars 2026")
+    tab_to(page, "wants_meeting")
+    page.keyboard.press("Space")
+    tab_to_submit(page)
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+
+    # The error summary has focus and leads to the missing answer; nothing typed is lost.
+    assert page.evaluate("() => document.activeElement.classList.contains('error-summary')")
+    assert page.locator("#description").input_value().startswith("Lederen truet med")
+    assert page.locator("#when").input_value() == "Mars 2026"
+    assert page.locator(f"#excluded-{org['ola']}").is_checked()
+    assert page.locator("#wants_meeting").is_checked()
+    page.keyboard.press("Tab")
+    assert page.evaluate("() => document.activeElement.getAttribute('href')") == "#category"
+    page.keyboard.press("Enter")
+    # Following the link puts the keyboard at the category question.
+    assert focused_id(page) == "category"
+    page.keyboard.press("ArrowDown")  # moves to, and chooses, the second category
+    assert page.locator("#category-sexual_harassment").is_checked()
+    tab_to_submit(page)
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+
+    # The receipt: the code, large, and the page it is on is the POST's answer.
+    assert page.url == f"{live_server}/nb/report"
+    code = re.sub(r"\s+", " ", page.locator(".case-code").inner_text()).strip()
+    assert CODE.fullmatch(code), code
+    assert page.get_by_role("heading", level=1).inner_text() == "Varselet ditt er sendt"
+
+    with httpx.Client(base_url=live_server) as api:
+        login = api.post("/api/v1/reporter/session", json={"case_code": code})
+        assert login.status_code == 200, login.text
+        headers = {"Authorization": f"Bearer {login.json()['token']}"}
+        case = api.get("/api/v1/reporter/case", headers=headers).json()
+    report = case["report"]
+    assert report["category"] == "sexual_harassment"
+    assert report["description"].startswith("Lederen truet med å stryke meg")
+    assert report["when"] == "Mars 2026"
+    assert report["wants_meeting"] is True
+    assert report["on_behalf_of_someone_else"] is False
+    assert report["identity"] is None
+
+
+LOOK = """(el) => {
+    const s = getComputedStyle(el);
+    return {outline: [s.outlineStyle, s.outlineWidth, s.outlineColor].join(" "),
+            width: parseFloat(s.outlineWidth), style: s.outlineStyle,
+            shadow: s.boxShadow, background: s.backgroundColor};
+}"""
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_every_kind_of_control_shows_its_focus(
+    page: Page, live_server: str, org: dict[str, int], width: int
+) -> None:
+    page.set_viewport_size({"width": width, "height": 900})
+    page.goto(f"{live_server}/en/report?unit={org['bergen']}")
+    controls = [
+        "destination-unit",
+        "excluded",
+        "category",
+        "description",
+        "when",
+        "files",
+        "on_behalf_of_someone_else",
+        "identity_name",
+    ]
+    for control in controls:
+        tab_to(page, control)
+        focused = page.locator(f"#{control}").evaluate(LOOK)
+        page.evaluate("() => document.activeElement.blur()")
+        resting = page.locator(f"#{control}").evaluate(LOOK)
+        assert focused["style"] != "none", control
+        assert focused["width"] >= 2, (control, focused)
+        assert focused != resting, control
+    tab_to_submit(page)
+    button = page.locator(SUBMIT)
+    focused = button.evaluate(LOOK)
+    page.evaluate("() => document.activeElement.blur()")
+    assert focused != button.evaluate(LOOK), "submit button"
+
+    page.goto(f"{live_server}/en/report")
+    tab_to(page, "unit")
+    focused = page.locator("#unit").evaluate(LOOK)
+    assert focused["style"] != "none"
+    assert focused["width"] >= 2
+
+
+def test_the_error_summary_takes_focus_and_its_links_lead_to_the_fields(
+    page: Page, live_server: str, org: dict[str, int]
+) -> None:
+    page.goto(f"{live_server}/en/report?unit={org['vestland']}")
+    submit_and_wait(page)
+    summary = page.locator(".error-summary")
+    assert summary.evaluate("(el) => el === document.activeElement")
+    links = summary.locator("a")
+    assert [links.nth(i).get_attribute("href") for i in range(links.count())] == [
+        "#category",
+        "#description",
+    ]
+    links.nth(1).click()
+    assert page.evaluate("() => location.hash") == "#description"
+    assert page.locator("#description").get_attribute("aria-invalid") == "true"
+    described = page.locator("#description").get_attribute("aria-describedby") or ""
+    assert "description-error" in described.split()
+    message = page.locator("#description-error").text_content() or ""
+    assert " ".join(message.split()) == "Error: Describe what happened."
+
+
+def test_form_and_receipt_load_nothing_from_elsewhere_and_break_no_csp(
+    page: Page, live_server: str, org: dict[str, int]
+) -> None:
+    requests: list[str] = []
+    console_errors: list[str] = []
+
+    def on_request(request: Request) -> None:
+        requests.append(request.url)
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            console_errors.append(message.text)
+
+    page.on("request", on_request)
+    page.on("console", on_console)
+    open_state(page, live_server, "nb", "receipt", org)
+    page.wait_for_load_state("networkidle")
+    assert all(url.startswith(live_server) for url in requests), requests
+    assert not [url for url in requests if CODE.search(url.replace("%20", " "))]
+    assert console_errors == []
+
+
+def test_the_receipt_prints_the_code_and_what_to_do_without_the_rest(
+    page: Page, live_server: str, org: dict[str, int]
+) -> None:
+    open_state(page, live_server, "en", "receipt", org)
+    assert page.locator(".language-switch__list").count() == 0
+    assert page.locator(".language-switch__note").is_visible()
+    assert not page.locator(".print-only").is_visible()
+
+    page.emulate_media(media="print")
+    assert page.locator(".case-code").is_visible()
+    assert page.locator(".notice--important").is_visible()
+    assert page.locator(".print-only").is_visible()
+    assert "/en/follow-up" in page.locator(".print-only").inner_text()
+    for hidden in (".quick-exit", ".language-switch", ".site-footer", ".actions", ".no-print"):
+        assert not page.locator(hidden).first.is_visible(), hidden

@@ -1,0 +1,586 @@
+"""Following up a report: case-code login, the case page, replies, files, retaliation, logout."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from http.cookies import SimpleCookie
+from typing import Any
+
+import httpx
+import pytest
+from babel.dates import format_date
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from tests.conftest import make_settings
+from tests.factories import login, make_unit, make_user, report
+from varsling.accounts.models import LoginSession
+from varsling.app import create_app
+from varsling.audit import AuditEvent
+from varsling.cases.models import Attachment, CaseEntry
+from varsling.config import Settings
+from varsling.web.security import CSRF_FIELD, SESSION_COOKIE, CsrfSigner
+
+DESCRIPTION = "Something happened at the county meeting."
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """The whole service (tests/web/conftest.py's `client` has only the web side)."""
+    app = create_app(settings)
+    with TestClient(app) as test_client:
+        yield test_client
+    app.state.engine.dispose()
+
+
+@dataclass
+class Case:
+    code: str
+    case_id: str
+    handler: dict[str, str]
+
+
+def new_case(client: TestClient, db: Session, settings: Settings, **fields: object) -> Case:
+    unit = make_unit(db)
+    make_user(db, settings, "hanne", units=(unit.id,))
+    response = client.post("/api/v1/reports", json=report(unit.id, **fields))
+    assert response.status_code == 201, response.text
+    handler = login(client, "hanne")
+    case_id = client.get("/api/v1/cases", headers=handler).json()["items"][0]["id"]
+    return Case(response.json()["case_code"], case_id, handler)
+
+
+@pytest.fixture
+def case(client: TestClient, db: Session, settings: Settings) -> Case:
+    return new_case(client, db, settings)
+
+
+def form_token(html: str) -> str:
+    match = re.search(rf'name="{CSRF_FIELD}" value="([^"]+)"', html)
+    assert match is not None, "no form token on the page"
+    return match.group(1)
+
+
+def set_cookies(response: httpx.Response) -> list[SimpleCookie]:
+    cookies = []
+    for header in response.headers.get_list("set-cookie"):
+        cookie: SimpleCookie = SimpleCookie()
+        cookie.load(header)
+        cookies.append(cookie)
+    return cookies
+
+
+def log_in(client: TestClient, code: str, language: str = "nb") -> httpx.Response:
+    page = client.get(f"/{language}/follow-up")
+    return client.post(
+        f"/{language}/follow-up",
+        data={"case_code": code, CSRF_FIELD: form_token(page.text)},
+        follow_redirects=False,
+    )
+
+
+def logged_in(client: TestClient, code: str, language: str = "nb") -> str:
+    """Log in and return the case page's HTML."""
+    response = log_in(client, code, language)
+    assert response.status_code == 303, response.text
+    page = client.get(f"/{language}/case")
+    assert page.status_code == 200
+    return page.text
+
+
+def send(
+    client: TestClient,
+    path: str,
+    *,
+    body: str,
+    files: Sequence[tuple[str, bytes]] = (),
+    token: str | None = None,
+    language: str = "nb",
+) -> httpx.Response:
+    if token is None:
+        token = form_token(client.get(f"/{language}/case").text)
+    data = {"body": body} if token == "" else {"body": body, CSRF_FIELD: token}
+    return client.post(
+        f"/{language}{path}",
+        data=data,
+        # An empty file part is what a browser sends for an empty file input.
+        files=[("files", (name, content, "application/octet-stream")) for name, content in files]
+        or [("files", ("", b"", "application/octet-stream"))],
+        follow_redirects=False,
+    )
+
+
+def handler_view(client: TestClient, case: Case) -> dict[str, Any]:
+    response = client.get(f"/api/v1/cases/{case.case_id}", headers=case.handler)
+    assert response.status_code == 200
+    view: dict[str, Any] = response.json()
+    return view
+
+
+def reporter_entries(db: Session) -> int:
+    db.rollback()
+    return (
+        db.scalar(
+            select(func.count()).select_from(CaseEntry).where(CaseEntry.kind == "reporter_message")
+        )
+        or 0
+    )
+
+
+def attachment_count(db: Session) -> int:
+    db.rollback()
+    return db.scalar(select(func.count()).select_from(Attachment)) or 0
+
+
+# --------------------------------------------------------------------------
+# Logging in
+
+
+def test_follow_up_page_asks_for_the_code(client: TestClient) -> None:
+    page = client.get("/nb/follow-up")
+    assert page.status_code == 200
+    field = re.search(r"<input[^>]*id=\"case-code\"[^>]*>", page.text)
+    assert field is not None
+    assert 'inputmode="numeric"' in field.group(0)
+    assert 'autocomplete="off"' in field.group(0)
+    assert 'aria-describedby="case-code-hint"' in field.group(0)
+    assert "20 siffer" in page.text
+    assert '<label for="case-code">Sakskode</label>' in page.text
+
+
+@pytest.mark.parametrize(
+    ("typed", "message"),
+    [
+        ("1234 5678 9012 3456 7890", "Denne sakskoden åpner ingen sak"),
+        ("1234 5678", "En sakskode har 20 siffer"),
+        ("", "Skriv inn sakskoden din"),
+    ],
+)
+def test_a_wrong_or_malformed_code_is_refused_plainly(
+    client: TestClient, case: Case, typed: str, message: str
+) -> None:
+    response = log_in(client, typed)
+    assert response.status_code == 401
+    assert message in response.text
+    assert 'class="error-summary"' in response.text
+    assert 'href="#case-code"' in response.text
+    field = re.search(r"<input[^>]*id=\"case-code\"[^>]*>", response.text)
+    assert field is not None
+    assert 'aria-invalid="true"' in field.group(0)
+    assert 'aria-describedby="case-code-hint case-code-error-1"' in field.group(0)
+    assert 'id="case-code-error-1"' in response.text
+    assert "<title>Feil:" in response.text
+    # Still not logged in.
+    assert client.get("/nb/case", follow_redirects=False).status_code == 303
+
+
+def test_the_right_code_sets_the_session_cookie_and_opens_the_case(
+    client: TestClient, case: Case, settings: Settings
+) -> None:
+    client.get("/nb/follow-up")
+    before = client.cookies[SESSION_COOKIE]
+    response = log_in(client, case.code.replace(" ", "-"))
+    assert response.status_code == 303
+    assert response.headers["location"] == "/nb/case"
+    digits = case.code.replace(" ", "")
+    assert digits not in response.headers["location"]
+    [cookie] = set_cookies(response)
+    morsel = cookie[SESSION_COOKIE]
+    assert morsel["httponly"]
+    assert morsel["samesite"].lower() == "strict"
+    assert morsel["path"] == "/"
+    assert 0 < int(morsel["max-age"]) <= settings.reporter_session_minutes * 60
+    # A new value at login: a value planted before it never becomes a session.
+    assert morsel.value != before
+    page = client.get("/nb/case")
+    assert page.status_code == 200
+    assert "<h1>Saken din</h1>" in page.text
+    assert digits not in page.text
+
+
+def test_the_case_code_never_appears_in_a_page_or_address(client: TestClient, case: Case) -> None:
+    response = log_in(client, case.code)
+    page = client.get(response.headers["location"])
+    digits = case.code.replace(" ", "")
+    assert case.code not in page.text
+    assert digits not in page.text
+    assert digits not in str(page.url)
+
+
+def test_without_a_session_the_case_page_sends_you_to_log_in(client: TestClient) -> None:
+    response = client.get("/nb/case", follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/nb/follow-up?notice=ended"
+    page = client.get(response.headers["location"])
+    assert "Du er ikke logget inn" in page.text
+    assert "etter 30 minutter" in page.text
+    for path in ("/en/case/retaliation", "/nn/case/files/" + "0" * 32):
+        assert client.get(path, follow_redirects=False).status_code == 303
+
+
+# --------------------------------------------------------------------------
+# The case page
+
+
+def test_case_page_shows_status_deadlines_report_and_the_handlers_message(
+    client: TestClient, db: Session, settings: Settings
+) -> None:
+    case = new_case(
+        client,
+        db,
+        settings,
+        where="Fylkesårsmøtet",
+        identity={"name": "Kari Nordmann", "contact": "kari@example.org"},
+    )
+    written = client.post(
+        f"/api/v1/cases/{case.case_id}/messages",
+        json={"body": "Kan du fortelle mer om <hva> som skjedde?"},
+        headers=case.handler,
+    )
+    assert written.status_code == 201
+    page = logged_in(client, case.code)
+    assert "Mottatt" in page
+    summary = handler_view(client, case)
+    due = dt.date.fromisoformat(str(summary["acknowledgement_due"]))
+    assert format_date(due, "long", locale="nb") in page
+    feedback = dt.date.fromisoformat(str(summary["feedback_due"]))
+    assert format_date(feedback, "long", locale="nb") in page
+    assert "Kan du fortelle mer om &lt;hva&gt; som skjedde?" in page
+    assert "Fra saksbehandlerne" in page
+    assert DESCRIPTION in page
+    assert "Fylkesårsmøtet" in page
+    assert "Kari Nordmann" in page
+    assert 'href="/nb/case/retaliation"' in page
+    assert 'action="/nb/case/logout"' in page
+
+    english = client.get("/en/case").text
+    assert "Received" in english
+    assert format_date(due, "long", locale="en") in english
+    nynorsk = client.get("/nn/case").text
+    assert "Motteke" in nynorsk
+
+
+def test_status_and_outcome_follow_the_handlers(client: TestClient, case: Case) -> None:
+    for status in ("acknowledged", "investigating"):
+        changed = client.post(
+            f"/api/v1/cases/{case.case_id}/status", json={"status": status}, headers=case.handler
+        )
+        assert changed.status_code == 200, changed.text
+    page = logged_in(client, case.code)
+    assert "Under behandling" in page
+    concluded = client.post(
+        f"/api/v1/cases/{case.case_id}/status",
+        json={"status": "concluded", "outcome": "Saken er undersøkt, og tiltak er satt i verk."},
+        headers=case.handler,
+    )
+    assert concluded.status_code == 200, concluded.text
+    page = client.get("/nb/case").text
+    assert "Konkludert" in page
+    assert "Saken er undersøkt, og tiltak er satt i verk." in page
+    assert 'id="outcome"' in page
+
+
+def test_reading_the_case_page_is_audited_without_details(
+    client: TestClient, case: Case, db: Session
+) -> None:
+    logged_in(client, case.code)
+    db.rollback()
+    events = db.scalars(select(AuditEvent).where(AuditEvent.action == "reporter.case_read")).all()
+    assert [e.case_id for e in events] == [case.case_id]
+    assert events[0].actor == "reporter"
+
+
+# --------------------------------------------------------------------------
+# Replying, files, retaliation
+
+
+def test_a_reply_with_a_file_reaches_the_handler(client: TestClient, case: Case) -> None:
+    logged_in(client, case.code)
+    content = b"%PDF-1.4 evidence"
+    response = send(
+        client, "/case/messages", body="Her er referatet.", files=[("referat æøå.pdf", content)]
+    )
+    assert response.status_code == 303, response.text
+    assert response.headers["location"] == "/nb/case?sent=message"
+    page = client.get(response.headers["location"]).text
+    assert "Meldingen din er sendt" in page
+    assert "Her er referatet." in page
+    assert "referat æøå.pdf" in page
+
+    view = handler_view(client, case)
+    assert view["messages"] == [
+        {
+            "author": "reporter",
+            "body": "Her er referatet.",
+            "sent_on": dt.date.today().isoformat(),
+            "retaliation": False,
+        }
+    ]
+    [stored] = view["files"]
+    assert stored["name"] == "referat æøå.pdf"
+    download = client.get(
+        f"/api/v1/cases/{case.case_id}/files/{stored['id']}", headers=case.handler
+    )
+    assert download.content == content
+
+
+def test_files_alone_can_be_sent(client: TestClient, case: Case) -> None:
+    logged_in(client, case.code)
+    response = send(client, "/case/messages", body="  ", files=[("bilde.png", b"\x89PNG")])
+    assert response.status_code == 303
+    assert response.headers["location"] == "/nb/case?sent=files"
+    view = handler_view(client, case)
+    assert view["messages"] == []
+    assert [f["name"] for f in view["files"]] == ["bilde.png"]
+
+
+def test_the_reporter_downloads_their_own_file_as_an_opaque_attachment(
+    client: TestClient, case: Case, db: Session
+) -> None:
+    logged_in(client, case.code)
+    lying = b"<script>alert(1)</script>"
+    send(client, "/case/messages", body="Skjermbilde", files=[("bilde.html", lying)])
+    page = client.get("/nb/case").text
+    match = re.search(r'href="(/nb/case/files/[0-9a-f]{32})" download>bilde.html<', page)
+    assert match is not None, page
+    download = client.get(match.group(1))
+    assert download.status_code == 200
+    assert download.content == lying
+    assert download.headers["content-type"] == "application/octet-stream"
+    assert download.headers["content-disposition"].startswith("attachment;")
+    assert download.headers["x-content-type-options"] == "nosniff"
+    assert "set-cookie" not in download.headers
+    db.rollback()
+    assert db.scalar(
+        select(func.count())
+        .select_from(AuditEvent)
+        .where(AuditEvent.action == "reporter.file_downloaded")
+    )
+    missing = client.get("/nb/case/files/" + "f" * 32)
+    assert missing.status_code == 404
+    assert "Fant ikke filen" in missing.text
+
+
+def test_retaliation_is_filed_as_a_marked_message(client: TestClient, case: Case) -> None:
+    logged_in(client, case.code)
+    page = client.get("/nb/case/retaliation")
+    assert page.status_code == 200
+    assert "<h1>Meld fra om gjengjeldelse</h1>" in page.text
+    response = send(
+        client,
+        "/case/retaliation",
+        body="Jeg ble tatt av lista etter at jeg varslet.",
+        token=form_token(page.text),
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == "/nb/case?sent=retaliation"
+    [message] = handler_view(client, case)["messages"]
+    assert message["retaliation"] is True
+    assert message["body"] == "Jeg ble tatt av lista etter at jeg varslet."
+    case_page = client.get("/nb/case").text
+    assert "case-message--retaliation" in case_page
+    assert "Melding om gjengjeldelse" in case_page
+    assert "Gjengjelding" in client.get("/nn/case/retaliation").text
+
+
+def test_an_empty_reply_is_refused_and_nothing_is_stored(
+    client: TestClient, case: Case, db: Session
+) -> None:
+    logged_in(client, case.code)
+    response = send(client, "/case/messages", body="   ")
+    assert response.status_code == 422
+    assert 'class="error-summary"' in response.text
+    assert 'href="#message-body"' in response.text
+    assert 'aria-describedby="message-body-hint message-body-error-1"' in response.text
+    assert reporter_entries(db) == 0
+
+    retaliation = send(client, "/case/retaliation", body="", files=[("a.txt", b"x")])
+    assert retaliation.status_code == 422
+    assert "Skriv hva som skjedde" in retaliation.text
+    assert reporter_entries(db) == 0
+    assert attachment_count(db) == 0
+
+
+def test_without_the_form_token_nothing_is_stored_and_the_text_is_kept(
+    client: TestClient, case: Case, db: Session
+) -> None:
+    logged_in(client, case.code)
+    typed = "Dette skal <ikke> forsvinne"
+    response = send(client, "/case/messages", body=typed, files=[("a.txt", b"x")], token="")
+    assert response.status_code == 400
+    assert "Skjemaet kunne ikke sendes" in response.text
+    assert ">Dette skal &lt;ikke&gt; forsvinne</textarea>" in response.text
+    assert "Filene du valgte, ble ikke sendt" in response.text
+    forged = send(client, "/case/retaliation", body=typed, token="1.2.3")
+    assert forged.status_code == 400
+    assert reporter_entries(db) == 0
+    assert attachment_count(db) == 0
+
+
+def test_an_expired_form_explains_itself_and_keeps_the_text(
+    client: TestClient, case: Case, db: Session
+) -> None:
+    logged_in(client, case.code, "en")
+    signer: CsrfSigner = client.app.state.varsling_csrf  # type: ignore[attr-defined]
+    old = signer.token(client.cookies[SESSION_COOKIE], now=1_000_000_000)
+    response = send(client, "/case/messages", body="Kept, please", token=old, language="en")
+    assert response.status_code == 400
+    assert "The form had expired" in response.text
+    assert ">Kept, please</textarea>" in response.text
+    assert reporter_entries(db) == 0
+
+
+def test_an_oversize_file_names_the_file_keeps_the_text_and_stores_nothing(
+    database_url: str, db: Session
+) -> None:
+    settings = make_settings(database_url, max_file_bytes=1000, max_files_per_report=2)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        case = new_case(client, db, settings)
+        logged_in(client, case.code)
+        too_big = send(
+            client,
+            "/case/messages",
+            body="Teksten min",
+            files=[("liten.txt", b"ok"), ("for-stor.bin", b"x" * 1001)],
+        )
+        too_many = send(
+            client,
+            "/case/messages",
+            body="Tre filer",
+            files=[(f"fil-{n}.txt", b"x") for n in range(3)],
+            language="en",
+        )
+    app.state.engine.dispose()
+
+    assert too_big.status_code == 413
+    assert "Filen for-stor.bin er større enn 1 kB" in too_big.text
+    assert 'href="#message-files"' in too_big.text
+    assert ">Teksten min</textarea>" in too_big.text
+    assert too_many.status_code == 422
+    assert "so fil-2.txt could not be included" in too_many.text
+    assert ">Tre filer</textarea>" in too_many.text
+    assert reporter_entries(db) == 0
+    assert attachment_count(db) == 0
+
+
+def test_an_ended_session_shows_the_text_back_with_a_way_to_log_in(
+    client: TestClient, case: Case, db: Session
+) -> None:
+    logged_in(client, case.code)
+    token = form_token(client.get("/nb/case").text)
+    db.execute(
+        update(LoginSession)
+        .where(LoginSession.case_id.is_not(None))
+        .values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1))
+    )
+    db.commit()
+    response = send(
+        client,
+        "/case/messages",
+        body="Et langt svar jeg ikke vil miste",
+        files=[("vedlegg.pdf", b"%PDF")],
+        token=token,
+    )
+    assert response.status_code == 401
+    assert "readonly" in response.text
+    assert ">Et langt svar jeg ikke vil miste</textarea>" in response.text
+    assert "vedlegg.pdf" in response.text
+    assert 'href="/nb/follow-up"' in response.text
+    assert reporter_entries(db) == 0
+    assert attachment_count(db) == 0
+    assert client.get("/nb/case", follow_redirects=False).status_code == 303
+
+
+def test_a_body_that_cannot_be_read_is_explained_on_the_page(
+    client: TestClient, case: Case, db: Session
+) -> None:
+    page = logged_in(client, case.code, "en")
+    response = client.post(
+        "/en/case/messages",
+        data={"body": "not multipart", CSRF_FIELD: form_token(page)},
+        follow_redirects=False,
+    )
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("text/html")
+    assert "could not be read" in response.text
+    assert reporter_entries(db) == 0
+
+
+def test_an_unknown_notice_is_ignored(client: TestClient) -> None:
+    page = client.get("/nb/follow-up?notice=" + "x" * 300)
+    assert page.status_code == 200
+    assert 'class="notice' not in page.text
+
+
+def test_a_form_address_opened_directly_leads_back_to_the_case(client: TestClient) -> None:
+    for path in ("/nn/case/messages", "/nn/case/logout"):
+        response = client.get(path, follow_redirects=False)
+        assert response.status_code == 303
+        assert response.headers["location"] == "/nn/case"
+
+
+# --------------------------------------------------------------------------
+# Logging out, and cookies
+
+
+def test_logout_ends_the_session_and_clears_the_cookie(
+    client: TestClient, case: Case, db: Session
+) -> None:
+    page = logged_in(client, case.code)
+    token = client.cookies[SESSION_COOKIE]
+    response = client.post(
+        "/nb/case/logout", data={CSRF_FIELD: form_token(page)}, follow_redirects=False
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == "/nb/follow-up?notice=logged-out"
+    [cookie] = set_cookies(response)
+    assert cookie[SESSION_COOKIE]["max-age"] == "0"
+    assert "Du er logget ut" in client.get(response.headers["location"]).text
+    db.rollback()
+    assert db.scalar(select(func.count()).select_from(LoginSession)) == 1  # the handler's
+    # The old cookie value opens nothing any more.
+    client.cookies.set(SESSION_COOKIE, token)
+    assert client.get("/nb/case", follow_redirects=False).status_code == 303
+
+
+def test_logout_without_the_form_token_does_nothing(client: TestClient, case: Case) -> None:
+    logged_in(client, case.code)
+    response = client.post("/nb/case/logout", data={}, follow_redirects=False)
+    assert response.status_code == 400
+    assert "Skjemaet kunne ikke sendes" in response.text
+    assert client.get("/nb/case").status_code == 200
+
+
+def test_logging_in_again_ends_the_earlier_session(
+    client: TestClient, case: Case, db: Session
+) -> None:
+    logged_in(client, case.code)
+    logged_in(client, case.code)
+    db.rollback()
+    reporter_sessions = db.scalar(
+        select(func.count()).select_from(LoginSession).where(LoginSession.case_id.is_not(None))
+    )
+    assert reporter_sessions == 1
+
+
+def test_the_pages_set_no_cookie_but_the_session_cookie(client: TestClient, case: Case) -> None:
+    responses = [client.get("/nb/follow-up"), log_in(client, "0" * 20), log_in(client, case.code)]
+    responses.append(client.get("/nb/case"))
+    responses.append(client.get("/nb/case/retaliation"))
+    responses.append(send(client, "/case/messages", body="Hei", files=[("a.txt", b"a")]))
+    responses.append(send(client, "/case/messages", body=""))
+    token = form_token(client.get("/nb/case").text)
+    responses.append(
+        client.post("/nb/case/logout", data={CSRF_FIELD: token}, follow_redirects=False)
+    )
+    names = {name for response in responses for cookie in set_cookies(response) for name in cookie}
+    assert names == {SESSION_COOKIE}
+    for response in responses:
+        for cookie in set_cookies(response):
+            assert cookie[SESSION_COOKIE]["httponly"]
+            assert cookie[SESSION_COOKIE]["samesite"].lower() == "strict"

@@ -282,3 +282,24 @@ def test_the_receipt_prints_the_code_and_what_to_do_without_the_rest(
     assert "/en/follow-up" in page.locator(".print-only").inner_text()
     for hidden in (".quick-exit", ".language-switch", ".site-footer", ".actions", ".no-print"):
         assert not page.locator(hidden).first.is_visible(), hidden
+
+
+def test_the_print_button_appears_and_prints_where_javascript_runs(
+    page: Page, live_server: str, org: dict[str, int]
+) -> None:
+    open_state(page, live_server, "nb", "receipt", org)
+    button = page.locator("button[data-print]")
+    assert button.is_visible()
+    assert button.inner_text() == "Skriv ut denne siden"
+    page.evaluate("window.print = () => { window.printed = true; }")
+    button.click()
+    assert page.evaluate("window.printed") is True
+
+
+def test_without_javascript_the_receipt_says_how_to_print_instead(
+    nojs_context: BrowserContext, live_server: str, org: dict[str, int]
+) -> None:
+    page = nojs_context.new_page()
+    open_state(page, live_server, "nb", "receipt", org)
+    assert not page.locator("button[data-print]").is_visible()
+    assert "Ctrl+P" in page.locator(".receipt").inner_text()

@@ -32,7 +32,8 @@ TEMPLATES = Path(__file__).resolve().parents[2] / "src" / "varsling" / "template
 def assert_security_headers(response: httpx.Response) -> None:
     headers = response.headers
     assert headers["content-security-policy"] == CONTENT_SECURITY_POLICY
-    assert "script-src" not in headers["content-security-policy"]
+    assert "script-src 'self';" in headers["content-security-policy"]
+    assert "unsafe" not in headers["content-security-policy"]
     assert headers["referrer-policy"] == "no-referrer"
     assert headers["x-content-type-options"] == "nosniff"
     assert headers["x-frame-options"] == "DENY"
@@ -126,7 +127,10 @@ def test_templates_have_no_inline_style_or_script() -> None:
     for template in templates:
         text = template.read_text()
         assert not re.search(r"\sstyle\s*=", text, re.IGNORECASE), template
-        assert not re.search(r"<\s*(script|style)\b", text, re.IGNORECASE), template
+        assert not re.search(r"<\s*style\b", text, re.IGNORECASE), template
+        # Scripts only as files of our own, never inline.
+        for tag in re.findall(r"<\s*script\b[^>]*>", text, re.IGNORECASE):
+            assert re.fullmatch(r'<script src="/static/[a-z-]+\.js" defer>', tag), template
         assert not re.search(r"\son[a-z]+\s*=", text, re.IGNORECASE), template
         # Nothing loaded from another host: only plain links may point elsewhere.
         assert not re.search(r"(src|srcset)\s*=\s*\"(https?:)?//", text), template

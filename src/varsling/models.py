@@ -19,6 +19,7 @@ from varsling.cases.models import (
     ReporterAccess,
 )
 from varsling.db import Base
+from varsling.reports.models import SpentSubmission
 from varsling.throttle import LoginThrottle
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "LoginThrottle",
     "Membership",
     "ReporterAccess",
+    "SpentSubmission",
     "Unit",
     "User",
     "UserRole",

@@ -303,3 +303,24 @@ def test_without_javascript_the_receipt_says_how_to_print_instead(
     open_state(page, live_server, "nb", "receipt", org)
     assert not page.locator("button[data-print]").is_visible()
     assert "Ctrl+P" in page.locator(".receipt").inner_text()
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_reloading_the_receipt_explains_instead_of_sending_again(
+    axe_context: BrowserContext,
+    live_server: str,
+    org: dict[str, int],
+    language: str,
+    axe_violations: Violations,
+    describe: Callable[[list[dict[str, Any]]], str],
+) -> None:
+    page = axe_context.new_page()
+    open_state(page, live_server, language, "receipt", org)
+    page.on("dialog", lambda dialog: dialog.accept())
+    response = page.reload()
+
+    assert response is not None
+    assert response.status == 409
+    assert page.locator(".case-code").count() == 0
+    violations = axe_violations(page)
+    assert violations == [], describe(violations)

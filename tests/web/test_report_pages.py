@@ -656,3 +656,22 @@ def test_a_form_for_a_unit_that_no_longer_exists_goes_back_to_step_one(
     assert response.status_code == 422
     assert "We could not find that part of the party. Choose again." in response.text
     assert counts(db) == before
+
+
+def test_a_reloaded_receipt_does_not_send_the_report_twice(
+    site: TestClient, db: Session, org: dict[str, int]
+) -> None:
+    page = open_form(site, org["vestland"])
+    submission = re.search(r'name="submission" value="([^"]+)"', page)
+    assert submission is not None
+    fields = full_report(org["vestland"], form_token(page), submission=submission.group(1))
+
+    first = send(site, "nb", fields)
+    again = send(site, "nb", fields)
+
+    assert first.status_code == 200
+    assert case_code(first.text)
+    assert again.status_code == 409
+    assert "allerede sendt" in again.text
+    assert 'class="case-code"' not in again.text
+    assert counts(db)[0] == 1

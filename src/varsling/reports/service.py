@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from varsling import audit, crypto, throttle
@@ -36,6 +38,7 @@ from varsling.cases.models import (
 from varsling.config import Settings
 from varsling.db import in_transaction
 from varsling.errors import InvalidInput, NotFound, Unauthenticated
+from varsling.reports.models import SpentSubmission
 
 _REPORTER_KEYS_CONTEXT = "varsling/reporter-keys"
 
@@ -147,6 +150,30 @@ class PreparedCase:
     @classmethod
     def new(cls) -> PreparedCase:
         return cls(uuid.uuid4().hex, crypto.new_key())
+
+
+class AlreadySent(Exception):
+    """This very form was sent before (a reload or a second click)."""
+
+
+def spend_submission(
+    session: Session, settings: Settings, submission_id: str, today: dt.date
+) -> None:
+    """Mark a form's submission id as used, in the transaction that stores the report.
+
+    Raises AlreadySent when it was used; old marks (older than any form token
+    can live) are cleared on the way.
+    """
+    digest = hmac.new(
+        settings.secret("web_secret"), b"submission\x00" + submission_id.encode(), hashlib.sha256
+    ).digest()
+    session.execute(
+        delete(SpentSubmission).where(SpentSubmission.spent_on < today - dt.timedelta(days=2))
+    )
+    if session.get(SpentSubmission, digest) is not None:
+        raise AlreadySent
+    session.add(SpentSubmission(digest=digest, spent_on=today))
+    session.flush()
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ code is the answer to the POST itself: the code is never in a URL.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -21,9 +22,11 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from varsling.accounts.models import UnitKind
+from varsling.accounts.service import utcnow
 from varsling.cases.models import Category
 from varsling.config import Settings
 from varsling.db import DbSession, in_transaction
@@ -31,7 +34,7 @@ from varsling.errors import InvalidInput
 from varsling.reports import service
 from varsling.reports.routes import REPORT_FIELDS
 from varsling.reports.schemas import ReportIn
-from varsling.reports.service import PreparedCase, Recipient, Submission, UnitListing
+from varsling.reports.service import AlreadySent, PreparedCase, Recipient, Submission, UnitListing
 from varsling.reports.uploads import FileProblem, ParsedForm, read_multipart
 from varsling.web.i18n import N_, Language
 from varsling.web.pages import (
@@ -296,6 +299,8 @@ class ReportDraft:
     identity_contact: str = ""
     destination: str = "unit"
     excluded: set[int] = field(default_factory=set)
+    # Random per form: a reload of the receipt cannot send the report twice.
+    submission: str = field(default_factory=lambda: secrets.token_urlsafe(16))
 
     @classmethod
     def from_form(cls, form: ParsedForm) -> ReportDraft:
@@ -311,6 +316,7 @@ class ReportDraft:
             identity_contact=form.first("identity_contact"),
             destination=NATIONAL_CHOICE if form.first("destination") == NATIONAL_CHOICE else "unit",
             excluded=excluded,
+            submission=_submission_id(form.first("submission")),
         )
 
 
@@ -637,8 +643,11 @@ async def _check_and_store(
     if valid is not None and not errors and csrf_status == "ok":
         try:
             submission = await run_in_threadpool(
-                in_transaction, maker, _submit, settings, valid, prepared, form
+                in_transaction, maker, _submit, settings, valid, prepared, form, draft.submission
             )
+        except (AlreadySent, IntegrityError):
+            # A reload of the receipt, or a second click: the report is stored once.
+            return render_page(request, language, "report_already_sent.html", status_code=409)
         except InvalidInput:
             # Handlers changed since the check above: the same answer.
             errors.add("excluded", nobody_left_message)
@@ -668,9 +677,26 @@ async def _check_and_store(
     )
 
 
+def _submission_id(value: str) -> str:
+    """The form's submission id, or a fresh one if it is missing or malformed."""
+    if (
+        16 <= len(value) <= 64
+        and value.isascii()
+        and value.replace("-", "").replace("_", "").isalnum()
+    ):
+        return value
+    return secrets.token_urlsafe(16)
+
+
 def _submit(
-    session: Session, settings: Settings, report: ReportIn, prepared: PreparedCase, form: ParsedForm
+    session: Session,
+    settings: Settings,
+    report: ReportIn,
+    prepared: PreparedCase,
+    form: ParsedForm,
+    submission_id: str,
 ) -> Submission:
+    service.spend_submission(session, settings, submission_id, utcnow().date())
     return service.submit_report(
         session,
         settings,

@@ -297,12 +297,16 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-def derive_token(token: str) -> TokenSecrets:
-    """The stored lookup hash and the key that opens the session's sealed secret."""
+def derive_token(token: str, channel: str = "api") -> TokenSecrets:
+    """The stored lookup hash and the key that opens the session's sealed secret.
+
+    The channel ("api" for bearer tokens, "web" for the pages' cookie) is
+    bound in, so a token issued on one channel is no session on the other.
+    """
     raw = token.encode()
     return TokenSecrets(
-        lookup=hashlib.sha256(b"varsling/session/lookup\x00" + raw).digest(),
-        key=hkdf(raw, label="varsling/session/key"),
+        lookup=hashlib.sha256(b"varsling/session/lookup\x00" + context(channel) + raw).digest(),
+        key=hkdf(context(channel) + raw, label="varsling/session/key"),
     )
 
 

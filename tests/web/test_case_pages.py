@@ -222,6 +222,20 @@ def test_without_a_session_the_case_page_sends_you_to_log_in(client: TestClient)
         assert client.get(path, follow_redirects=False).status_code == 303
 
 
+def test_an_api_token_planted_as_the_cookie_opens_nothing(client: TestClient, case: Case) -> None:
+    response = client.post("/api/v1/reporter/session", json={"case_code": case.code})
+    api_token = response.json()["token"]
+    client.cookies.set(SESSION_COOKIE, api_token)
+
+    page = client.get("/nb/case", follow_redirects=False)
+
+    assert page.status_code == 303
+    assert page.headers["location"] == "/nb/follow-up?notice=ended"
+    # The token still works where it was issued.
+    own = client.get("/api/v1/reporter/case", headers={"Authorization": f"Bearer {api_token}"})
+    assert own.status_code == 200
+
+
 # --------------------------------------------------------------------------
 # The case page
 

@@ -267,9 +267,11 @@ def coarse_expiry(now: dt.datetime, minutes: int) -> dt.datetime:
     return (moment + dt.timedelta(seconds=quarter - seconds)).replace(microsecond=0)
 
 
-def find_session(session: Session, token: str) -> tuple[LoginSession, crypto.TokenSecrets]:
+def find_session(
+    session: Session, token: str, channel: str = "api"
+) -> tuple[LoginSession, crypto.TokenSecrets]:
     """The live session for a token, or Unauthenticated."""
-    token_secrets = crypto.derive_token(token)
+    token_secrets = crypto.derive_token(token, channel)
     found = session.execute(
         select(LoginSession).where(LoginSession.token_lookup == token_secrets.lookup)
     ).scalar_one_or_none()
@@ -296,8 +298,8 @@ def staff_principal(session: Session, token: str) -> StaffPrincipal:
     )
 
 
-def logout(session: Session, token: str) -> None:
-    found, _ = find_session(session, token)
+def logout(session: Session, token: str, channel: str = "api") -> None:
+    found, _ = find_session(session, token, channel)
     actor = f"user:{found.user_id}" if found.user_id is not None else audit.REPORTER
     session.delete(found)
     audit.record(session, actor=actor, action="session.ended", case_id=found.case_id)

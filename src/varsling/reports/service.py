@@ -327,6 +327,7 @@ def open_reporter_session(
     settings: Settings,
     candidates: list[crypto.CaseCodeSecrets] | None,
     token: str | None = None,
+    channel: str = "api",
 ) -> str | None:
     """A session token for a right code; None for a wrong one (counted for everyone).
 
@@ -346,7 +347,7 @@ def open_reporter_session(
         code_key, access.sealed_keys, context=_reporter_context(access.case_id)
     )
     token = token or crypto.new_token()
-    token_secrets = crypto.derive_token(token)
+    token_secrets = crypto.derive_token(token, channel)
     now = utcnow()
     purge_expired_sessions(session, now)
     session.add(
@@ -364,7 +365,12 @@ def open_reporter_session(
 
 
 async def sign_in_reporter(
-    maker: sessionmaker[Session], settings: Settings, *, case_code: str, token: str | None = None
+    maker: sessionmaker[Session],
+    settings: Settings,
+    *,
+    case_code: str,
+    token: str | None = None,
+    channel: str = "api",
 ) -> str | None:
     """The whole case-code login, for async routes.
 
@@ -376,7 +382,7 @@ async def sign_in_reporter(
     params = await run_in_threadpool(in_transaction, maker, code_params_in_use, settings)
     candidates = await run_in_threadpool(derive_code_candidates, case_code, settings, params)
     return await run_in_threadpool(
-        in_transaction, maker, open_reporter_session, settings, candidates, token
+        in_transaction, maker, open_reporter_session, settings, candidates, token, channel
     )
 
 
@@ -396,8 +402,8 @@ class ReporterPrincipal:
     identity_key: bytes
 
 
-def reporter_principal(session: Session, token: str) -> ReporterPrincipal:
-    found, token_secrets = find_session(session, token)
+def reporter_principal(session: Session, token: str, channel: str = "api") -> ReporterPrincipal:
+    found, token_secrets = find_session(session, token, channel)
     if found.case_id is None:
         raise Unauthenticated("This is not a reporter session.")
     keys = crypto.open_sealed(

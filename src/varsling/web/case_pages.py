@@ -134,16 +134,19 @@ def _formatters(language: Language) -> dict[str, Callable[[Any], str]]:
 # --------------------------------------------------------------------------
 # The reporter's session: the cookie value is the token
 
+# Sessions opened by these pages; an API bearer token planted as a cookie opens nothing.
+WEB = "web"
+
 
 def find_login(session: Session, token: str | None) -> CaseLogin | None:
     """The reporter logged in with this browser's cookie, or None."""
     if token is None:
         return None
     try:
-        found, _ = find_session(session, token)
+        found, _ = find_session(session, token, WEB)
         if found.case_id is None:
             return None
-        principal = service.reporter_principal(session, token)
+        principal = service.reporter_principal(session, token, WEB)
     except Unauthenticated:
         return None
     seconds_left = int((as_utc(found.expires_at) - utcnow()).total_seconds())
@@ -153,11 +156,11 @@ def find_login(session: Session, token: str | None) -> CaseLogin | None:
 def end_reporter_session(session: Session, token: str) -> None:
     """Delete the reporter session behind `token`, if there is one."""
     try:
-        found, _ = find_session(session, token)
+        found, _ = find_session(session, token, WEB)
     except Unauthenticated:
         return
     if found.case_id is not None:
-        logout(session, token)
+        logout(session, token, WEB)
 
 
 async def _current_login(request: Request) -> CaseLogin | None:
@@ -251,7 +254,7 @@ async def follow_up_login(request: Request, language: PageLanguage) -> Response:
     opened = None
     if case_code.strip():
         opened = await service.sign_in_reporter(
-            _maker(request), settings, case_code=case_code, token=token
+            _maker(request), settings, case_code=case_code, token=token, channel=WEB
         )
     if opened is None:
         # The fresh cookie value now only binds form tokens, for the usual time.

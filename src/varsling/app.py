@@ -27,8 +27,12 @@ class BodyLimitMiddleware:
 
     Multipart uploads may carry files, so they get room for the file limits
     too, and are counted as they stream; other bodies without a declared
-    length are read up to the limit first.
+    length are read up to the limit first. The reporter pages' forms get four
+    times the room: the form itself drops files past the limits and shows the
+    reporter's text again, which a 413 here could not.
     """
+
+    PAGE_UPLOAD_FACTOR = 4
 
     def __init__(self, app: ASGIApp, *, json_limit: int, upload_limit: int) -> None:
         self.app = app
@@ -43,6 +47,8 @@ class BodyLimitMiddleware:
         content_type = headers.get(b"content-type", b"").decode("latin-1")
         multipart = content_type.startswith("multipart/form-data")
         limit = self.upload_limit if multipart else self.json_limit
+        if multipart and not str(scope.get("path", "")).startswith("/api/"):
+            limit *= self.PAGE_UPLOAD_FACTOR
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit():
             if int(declared) > limit:
@@ -180,11 +186,12 @@ def create_app(settings: Settings) -> FastAPI:
 
     from varsling.web.routes import install_web
 
-    install_web(app, settings)
+    # Added first, so it runs inside the security headers: a 413 carries them too.
     app.add_middleware(
         BodyLimitMiddleware,
         json_limit=settings.max_body_bytes,
         upload_limit=settings.max_body_bytes
         + settings.max_files_per_report * settings.max_file_bytes,
     )
+    install_web(app, settings)
     return app

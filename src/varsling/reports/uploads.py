@@ -129,15 +129,17 @@ async def read_multipart(
                 part.sealer = None
             return
         if part.filename is None:
-            part.value.extend(data[start:end])
-            if len(part.value) > MAX_FIELD_BYTES:
-                raise InvalidInput(f"The field {part.name!r} is too long.")
+            # Past the limit a field is cut, not refused: the form then says it is
+            # too long and shows the rest of what was typed, instead of losing it all.
+            room = MAX_FIELD_BYTES - len(part.value)
+            if room > 0:
+                part.value.extend(data[start : start + min(room, end - start)])
 
     def on_part_end() -> None:
         if part.sealer is not None:
             form.files.append(part.sealer.finish())
         elif part.filename is None and part.name:
-            text = part.value.decode("utf-8", "replace").replace("\r\n", "\n")
+            text = part.value.decode("utf-8", "ignore").replace("\r\n", "\n")
             form.fields.setdefault(part.name, []).append(text)
 
     parser = MultipartParser(

@@ -50,10 +50,9 @@ class User(Base):
     public_key: Mapped[bytes] = mapped_column(LargeBinary)
     sealed_private_key: Mapped[bytes] = mapped_column(LargeBinary)
 
-    roles: Mapped[list[UserRole]] = relationship(lazy="selectin", cascade="all, delete-orphan")
-    memberships: Mapped[list[Membership]] = relationship(
-        lazy="selectin", cascade="all, delete-orphan"
-    )
+    # Loaded when asked for: routing loads many users and needs neither.
+    roles: Mapped[list[UserRole]] = relationship(cascade="all, delete-orphan")
+    memberships: Mapped[list[Membership]] = relationship(cascade="all, delete-orphan")
 
     @property
     def role_names(self) -> set[str]:

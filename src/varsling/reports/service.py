@@ -19,7 +19,7 @@ from varsling.accounts.models import LoginSession, Role, Unit, User
 from varsling.accounts.service import (
     coarse_expiry,
     find_session,
-    members_with_role,
+    members_by_unit,
     purge_expired_sessions,
     unit_chain,
     utcnow,
@@ -70,16 +70,17 @@ def route(session: Session, unit_id: int, excluded: Iterable[int] = ()) -> Routi
     if not chain:
         raise InvalidInput(f"There is no unit with id {unit_id}.")
     left_out = set(excluded)
+    unit_ids = [unit.id for unit in chain]
+    custodians_by_unit = members_by_unit(session, unit_ids, Role.CUSTODIAN)
+    handlers_by_unit = members_by_unit(session, unit_ids, Role.HANDLER)
     custodians = {
         u.id: u
         for unit in chain
-        for u in members_with_role(session, unit.id, Role.CUSTODIAN)
+        for u in custodians_by_unit.get(unit.id, [])
         if u.id not in left_out
     }
     for unit in chain:
-        handlers = [
-            u for u in members_with_role(session, unit.id, Role.HANDLER) if u.id not in left_out
-        ]
+        handlers = [u for u in handlers_by_unit.get(unit.id, []) if u.id not in left_out]
         if handlers:
             return Routing(unit, handlers, list(custodians.values()))
     raise InvalidInput(

@@ -37,7 +37,7 @@ def make_engine(database_url: str, *, immediate: bool = True) -> Engine:
         return create_engine(url, pool_pre_ping=True, hide_parameters=True)
 
     if url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        _private_sqlite_file(Path(url.database))
     engine = create_engine(
         url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True
     )
@@ -59,6 +59,17 @@ def make_engine(database_url: str, *, immediate: bool = True) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def _private_sqlite_file(path: Path) -> None:
+    """The database file (ciphertext, but also hashes and dates) readable by its owner only.
+
+    SQLite gives its -wal and -shm files the main file's permissions.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        path.touch(mode=0o600)
+    path.chmod(0o600)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
@@ -103,7 +114,7 @@ def migrate(database_url: str, revision: str = "head") -> None:
 
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        _private_sqlite_file(Path(url.database))
     command.upgrade(alembic_config(database_url), revision)
 
 

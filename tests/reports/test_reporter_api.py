@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 from collections.abc import Iterator
+from pathlib import Path
 
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -14,6 +16,7 @@ from tests.factories import login, make_unit, make_user, report, reporter_login
 from varsling.audit import AuditEvent
 from varsling.cases.models import Case, CaseEntry, CaseKey, ReporterAccess
 from varsling.config import Settings
+from varsling.db import make_engine, migrate
 
 CODE = re.compile(r"\d{4} \d{4} \d{4} \d{4} \d{4}")
 
@@ -340,3 +343,29 @@ def test_submission_event_counts_exclusions_without_naming_anyone(
     assert details["excluded_count"] == 1
     assert accused.id not in details["recipients"]
     assert "excluded" not in details
+
+
+def test_a_unit_without_any_handler_says_so_and_still_knows_its_custodian(
+    client: TestClient, db: Session, settings: Settings
+) -> None:
+    national = make_unit(db, "Sentralt")
+    make_user(db, settings, "cora", roles=("custodian",), units=(national.id,))
+
+    listed = client.get("/api/v1/units").json()[0]
+    response = client.post("/api/v1/reports", json=report(national.id))
+
+    assert listed["recipients"] == []
+    assert listed["identity_custodian"] is True
+    assert response.status_code == 422
+    assert "No case handler is set up" in response.json()["error"]["message"]
+
+
+def test_the_sqlite_file_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "var" / "varsling.db"
+    migrate(f"sqlite:///{path}")
+    engine = make_engine(f"sqlite:///{path}")
+    with engine.connect() as connection:
+        connection.exec_driver_sql("SELECT 1")
+    engine.dispose()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700

@@ -83,10 +83,26 @@ def route(session: Session, unit_id: int, excluded: Iterable[int] = ()) -> Routi
         handlers = [u for u in handlers_by_unit.get(unit.id, []) if u.id not in left_out]
         if handlers:
             return Routing(unit, handlers, list(custodians.values()))
+    if not any(handlers_by_unit.values()):
+        raise NoHandlers(
+            "No case handler is set up for this unit or any unit above it, so nobody can "
+            "receive the report. The ethics committee must add one."
+        )
     raise InvalidInput(
         "Nobody would be left to receive this report: every case handler up to the national "
-        "level is excluded or none is set up. Exclude fewer people."
+        "level is excluded. Exclude fewer people."
     )
+
+
+class NoHandlers(InvalidInput):
+    """Nobody at all can receive reports for a unit: an installation problem."""
+
+
+def custodians_on_chain(session: Session, unit_id: int) -> list[User]:
+    """Identity custodians of the unit and its ancestors."""
+    chain = [unit.id for unit in unit_chain(session, unit_id)]
+    found = members_by_unit(session, chain, Role.CUSTODIAN)
+    return list({u.id: u for unit in chain for u in found.get(unit, [])}.values())
 
 
 @dataclass(frozen=True)
@@ -106,9 +122,9 @@ def list_units(session: Session) -> list[UnitListing]:
         try:
             routing = route(session, unit.id)
             recipients = [Recipient(u.id, u.display_name) for u in routing.handlers]
-            has_custodian = bool(routing.custodians)
         except InvalidInput:
-            recipients, has_custodian = [], False
+            recipients = []
+        has_custodian = bool(custodians_on_chain(session, unit.id))
         out.append(
             UnitListing(unit.id, unit.name, unit.kind, unit.parent_id, recipients, has_custodian)
         )

@@ -11,6 +11,8 @@ import pytest
 from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Request
 
 from tests.browser.conftest import BROWSER_PASSWORD
+from varsling.errors import NotFound
+from varsling.reports import service
 
 pytestmark = pytest.mark.browser
 
@@ -294,3 +296,87 @@ def test_case_page_loads_nothing_from_elsewhere_and_breaks_no_csp(
     assert all(url.startswith(live_server) for url in requests), requests
     assert console_errors == []
     assert [c["name"] for c in page.context.cookies()] == ["varsling_session"]
+
+
+def forge_form_token(page: Page, form: str) -> None:
+    """Spoil the form token of `form`, as a form opened elsewhere would have."""
+    page.locator(f"{form} input[name=csrf_token]").evaluate("el => { el.value = 'forged' }")
+
+
+def test_the_form_token_notice_takes_focus_without_javascript(
+    nojs_context: BrowserContext, live_server: str, org: dict[str, int]
+) -> None:
+    case = create_case(live_server, org["national"], "nina")
+    page = nojs_context.new_page()
+    notice = ".form-token-notice"
+
+    page.goto(f"{live_server}/en/follow-up")
+    page.fill("#case-code", case.code)
+    forge_form_token(page, "form[action$='/follow-up']")
+    page.locator("form[action$='/follow-up'] button[type=submit]").click()
+    page.wait_for_selector(notice)
+    assert page.locator(notice).evaluate("el => el === document.activeElement")
+    assert page.locator("#case-code").input_value() == case.code
+    assert page.locator(".language-switch__list").count() == 0
+
+    log_in(page, live_server, "en", case.code)
+    page.wait_for_url(f"{live_server}/en/case")
+    page.fill("#message-body", "Kept when the form token is refused.")
+    forge_form_token(page, "#reply form")
+    page.locator("#reply button[type=submit]").click()
+    page.wait_for_selector(notice)
+    assert page.locator(notice).evaluate("el => el === document.activeElement")
+    assert page.locator("#message-body").input_value() == "Kept when the form token is refused."
+    assert page.locator(".language-switch__list").count() == 0
+    assert page.locator(".language-switch__note").is_visible()
+
+    page.goto(f"{live_server}/en/case/retaliation")
+    assert page.locator(".language-switch__list").count() == 1
+    page.fill("#message-body", "Frozen out of the group chat.")
+    forge_form_token(page, "form[action$='/case/retaliation']")
+    page.locator("form[action$='/case/retaliation'] button[type=submit]").click()
+    page.wait_for_selector(notice)
+    assert page.locator(notice).evaluate("el => el === document.activeElement")
+    assert page.locator("#message-body").input_value() == "Frozen out of the group chat."
+    assert page.locator(".language-switch__list").count() == 0
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_case_gone_and_file_missing_pages_have_no_axe_violations(
+    axe_context: BrowserContext,
+    live_server: str,
+    org: dict[str, int],
+    axe_violations: AxeViolations,
+    describe: Callable[[list[dict[str, Any]]], str],
+    monkeypatch: pytest.MonkeyPatch,
+    language: str,
+) -> None:
+    case = create_case(live_server, org["national"], "nina")
+    page = axe_context.new_page()
+    found: dict[str, str] = {}
+
+    def check(state: str) -> None:
+        assert page.locator("html").get_attribute("lang") == language
+        violations = axe_violations(page)
+        if violations:
+            found[state] = describe(violations)
+
+    log_in(page, live_server, language, case.code)
+    page.wait_for_url(f"{live_server}/{language}/case")
+
+    missing = page.goto(f"{live_server}/{language}/case/files/no-such-file")
+    assert missing is not None
+    assert missing.status == 404
+    check("file missing")
+
+    # The case is deleted (for example at the end of its retention) while logged in.
+    def gone(*_: object) -> object:
+        raise NotFound("This case no longer exists.")
+
+    monkeypatch.setattr(service, "reporter_case", gone)
+    gone_page = page.goto(f"{live_server}/{language}/case")
+    assert gone_page is not None
+    assert gone_page.status == 404
+    check("case gone")
+
+    assert found == {}, "\n".join(f"{state}:\n{text}" for state, text in found.items())

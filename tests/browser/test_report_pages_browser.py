@@ -14,7 +14,7 @@ pytestmark = pytest.mark.browser
 
 LANGUAGES = ["nb", "nn", "en"]
 WIDTHS = [1280, 375]
-STATES = ["step1", "form", "error", "token", "receipt"]
+STATES = ["step1", "unit-error", "form", "error", "token", "receipt"]
 CODE = re.compile(r"\d{4} \d{4} \d{4} \d{4} \d{4}")
 SUBMIT = "form.report-form button[type=submit]"
 
@@ -30,6 +30,11 @@ def open_state(page: Page, base: str, language: str, state: str, org: dict[str, 
     """Bring `page` to one of the report pages, with JavaScript on (for axe)."""
     if state == "step1":
         page.goto(f"{base}/{language}/report")
+        return
+    if state == "unit-error":
+        # Step 1 again, with an error: the unit asked for does not exist.
+        page.goto(f"{base}/{language}/report?unit=999999")
+        assert page.locator(".error-summary").is_visible()
         return
     page.goto(f"{base}/{language}/report?unit={org['bergen']}")
     if state == "form":

@@ -22,6 +22,7 @@ from varsling.accounts.models import LoginSession
 from varsling.app import create_app
 from varsling.audit import AuditEvent
 from varsling.cases.models import Attachment, CaseEntry
+from varsling.cases.models import Case as CaseRow
 from varsling.config import Settings
 from varsling.web.security import CSRF_FIELD, SESSION_COOKIE, CsrfSigner
 
@@ -472,7 +473,7 @@ def test_an_oversize_file_names_the_file_keeps_the_text_and_stores_nothing(
     app.state.engine.dispose()
 
     assert too_big.status_code == 413
-    assert "Filen for-stor.bin er større enn 1 kB" in too_big.text
+    assert "Filen for-stor.bin er større enn 1\u00a0kB" in too_big.text
     assert 'href="#message-files"' in too_big.text
     assert ">Teksten min</textarea>" in too_big.text
     assert too_many.status_code == 422
@@ -598,3 +599,72 @@ def test_the_pages_set_no_cookie_but_the_session_cookie(client: TestClient, case
         for cookie in set_cookies(response):
             assert cookie[SESSION_COOKIE]["httponly"]
             assert cookie[SESSION_COOKIE]["samesite"].lower() == "strict"
+
+
+# --------------------------------------------------------------------------
+# Wording that matches what the service does
+
+
+def test_a_deadline_that_has_passed_is_shown_as_passed(
+    client: TestClient, case: Case, db: Session
+) -> None:
+    logged_in(client, case.code, "en")
+    page = client.get("/en/case").text
+    assert "at the latest" in page
+    assert "Was due by" not in page
+    assert "you are told here" not in page
+    assert "You can always write to the case handlers below" in page
+
+    past = dt.date(2020, 1, 2)
+    db.execute(
+        update(CaseRow)
+        .where(CaseRow.id == case.case_id)
+        .values(acknowledgement_due=past, feedback_due=past)
+    )
+    db.commit()
+    english = client.get("/en/case").text
+    assert english.count("Was due by January 2, 2020.") == 2
+    assert "at the latest" not in english
+    assert "Fristen var 2. januar 2020." in client.get("/nb/case").text
+
+
+def test_retaliation_is_described_as_what_it_is(client: TestClient, case: Case) -> None:
+    logged_in(client, case.code, "en")
+    page = client.get("/en/case/retaliation").text
+    assert "see it at once" not in page
+    assert "when they open your case" in page
+    start = client.get("/en/").text
+    assert "new case with high priority" not in start
+    assert "If so, you are told" not in start
+
+
+def test_the_language_switch_is_only_hidden_where_it_would_lose_text(
+    client: TestClient, case: Case, db: Session
+) -> None:
+    logged_in(client, case.code, "en")
+    assert "language-switch__list" in client.get("/en/case").text
+    assert "language-switch__list" in client.get("/en/case/retaliation").text
+
+    for path in ("/case/messages", "/case/retaliation"):
+        refused = send(client, path, body="Kept, please", token="", language="en")
+        assert refused.status_code == 400
+        assert "language-switch__list" not in refused.text
+        assert "so that what you wrote is not lost" in refused.text
+        assert '<div class="form-token-notice" tabindex="-1" autofocus>' in refused.text
+
+    empty = send(client, "/case/messages", body=" ", language="en")
+    assert empty.status_code == 422
+    assert "language-switch__list" not in empty.text
+    assert "maxlength" not in empty.text
+
+    token = form_token(client.get("/en/case").text)
+    db.execute(
+        update(LoginSession)
+        .where(LoginSession.case_id.is_not(None))
+        .values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1))
+    )
+    db.commit()
+    ended = send(client, "/case/messages", body="Not lost", token=token, language="en")
+    assert ended.status_code == 401
+    assert "language-switch__list" not in ended.text
+    assert "so that what you wrote is not lost" in ended.text

@@ -218,8 +218,18 @@ def test_form_lists_who_receives_it_and_offers_to_leave_each_out(
     assert [int(value) for _, value in boxes] == [org["hanne"], org["ola"], org["nina"]]
     assert boxes[0][0] == "excluded"
     assert '<label for="excluded">Leave out Hanne Hansen</label>' in page
-    assert "the report goes to the level above" in page
-    assert "Only the identity custodians can open them." in page
+    assert "It never goes to anyone who is not named here." in page
+    assert "Case handlers for Vestland fylkesparti:" in page
+    assert (
+        "If you leave out everyone above, the report goes to the case handlers for "
+        "Sentralt instead:" in page
+    )
+    offered = re.findall(r'<input type="hidden" name="offered" value="(\d+)"', page)
+    assert [int(value) for value in offered] == [org["hanne"], org["ola"], org["nina"]]
+    assert "only the identity custodians hold" in page
+    assert "They are not case handlers" not in page
+    # Not an error state: the language switch is there.
+    assert "language-switch__list" in page
     assert "Nobody can recover it if you lose it." in page
     assert 'enctype="multipart/form-data"' in page
     assert '<input type="file" id="files" name="files" multiple' in page
@@ -238,7 +248,7 @@ def test_form_says_when_nobody_can_be_granted_the_identity(
     page = open_form(site, unit_without_custodian, "en")
 
     assert "No identity custodian is set up for this part of the party" in page
-    assert "Only the identity custodians can open them." not in page
+    assert "only the identity custodians hold" not in page
 
 
 @pytest.fixture
@@ -541,7 +551,7 @@ def test_a_file_too_large_is_named_and_nothing_is_stored(database_url: str, db: 
     app = create_app(settings)
     with TestClient(app) as site:
         page = open_form(site, unit.id, "en")
-        assert "up to 2 files of at most 1,000\u00a0B each" in page
+        assert "up to 2 files of at most 1\u00a0kB each" in page
         before = counts(db)
         too_large = send(
             site,
@@ -561,7 +571,7 @@ def test_a_file_too_large_is_named_and_nothing_is_stored(database_url: str, db: 
     app.state.engine.dispose()
 
     assert too_large.status_code == 422
-    assert "The file “huge.mov” is larger than 1,000\u00a0B. It was not sent." in too_large.text
+    assert "The file “huge.mov” is larger than 1\u00a0kB. It was not sent." in too_large.text
     assert "Choose these files again: small.txt." in too_large.text
     assert "Styret stengte meg ute etter at jeg sa fra på årsmøtet." in too_large.text
     assert 'aria-describedby="files-hint files-error" aria-invalid="true"' in too_large.text
@@ -619,6 +629,8 @@ def test_an_expired_form_explains_itself_and_keeps_the_text(
     page = response.text
     assert "Skjemaet var utløpt" in page
     assert '<div class="form-token-notice" tabindex="-1" autofocus>' in page
+    # The switch (a link) would lose the text: it is not offered on the error state.
+    assert "language-switch__list" not in page
     assert "Styret stengte meg ute etter at jeg sa fra på årsmøtet." in page
     assert 'value="Kari Nordmann"' in page
     assert "bevis.pdf" in page
@@ -669,3 +681,112 @@ def test_a_reloaded_receipt_does_not_send_the_report_twice(
     assert "allerede sendt" in again.text
     assert 'class="case-code"' not in again.text
     assert counts(db)[0] == 1
+
+
+# --------------------------------------------------------------------------
+# The whole chain of people who may receive it
+
+
+@pytest.fixture
+def chain(db: Session, settings: Settings) -> dict[str, int]:
+    """National → Nordland (county) → Bodø (municipal), each with one case handler."""
+    national = make_unit(db, "Sentralt", kind="national")
+    county = make_unit(db, "Nordland fylkesparti", parent_id=national.id, kind="county")
+    town = make_unit(db, "Bodø kommuneparti", parent_id=county.id, kind="municipal")
+    nina = make_user(db, settings, "nina", units=(national.id,), display_name="Nina Nilsen")
+    frode = make_user(db, settings, "frode", units=(county.id,), display_name="Frode Fylke")
+    kari = make_user(db, settings, "kari", units=(town.id,), display_name="Kari Kommune")
+    return {
+        "national": national.id,
+        "county": county.id,
+        "town": town.id,
+        "nina": nina.id,
+        "frode": frode.id,
+        "kari": kari.id,
+    }
+
+
+def test_the_form_names_everyone_up_the_chain_with_a_box_for_each(
+    site: TestClient, chain: dict[str, int]
+) -> None:
+    page = open_form(site, chain["town"], "en")
+
+    levels = re.findall(r'<legend class="fallback-level__title">(.*?)</legend>', page, re.S)
+    assert [html.unescape(level.strip()) for level in levels] == [
+        "Case handlers for Bodø kommuneparti:",
+        "If you leave out everyone above, the report goes to the case handlers for "
+        "Nordland fylkesparti instead:",
+        "If you leave out everyone above, the report goes to the case handlers for "
+        "Sentralt instead:",
+    ]
+    boxes = re.findall(r'name="excluded" value="(\d+)"', page)
+    assert [int(value) for value in boxes] == [chain["kari"], chain["frode"], chain["nina"]]
+    for name in ("Kari Kommune", "Frode Fylke", "Nina Nilsen"):
+        assert f"Leave out {name}</label>" in page
+
+
+def test_leaving_out_the_municipal_handler_sends_only_to_the_county_handler(
+    site: TestClient, chain: dict[str, int], db: Session
+) -> None:
+    page = open_form(site, chain["town"])
+    offered = re.findall(r'name="offered" value="(\d+)"', page)
+    data = full_report(
+        chain["town"], form_token(page), excluded=[str(chain["kari"])], offered=offered
+    )
+
+    response = send(site, "nb", data)
+
+    assert response.status_code == 200, response.text
+    frode = login(site, "frode")
+    items = site.get("/api/v1/cases", headers=frode).json()["items"]
+    assert len(items) == 1
+    case_id = items[0]["id"]
+    assert site.get(f"/api/v1/cases/{case_id}", headers=frode).status_code == 200
+    for other in ("kari", "nina"):
+        assert site.get(f"/api/v1/cases/{case_id}", headers=login(site, other)).status_code == 404
+    db.rollback()
+    assert db.scalars(select(CaseExclusion.user_id)).all() == [chain["kari"]]
+
+
+def test_leaving_out_the_first_two_levels_sends_to_the_national_handler(
+    site: TestClient, chain: dict[str, int]
+) -> None:
+    page = open_form(site, chain["town"])
+    data = full_report(
+        chain["town"],
+        form_token(page),
+        excluded=[str(chain["kari"]), str(chain["frode"])],
+        offered=re.findall(r'name="offered" value="(\d+)"', page),
+    )
+
+    assert send(site, "nb", data).status_code == 200
+    assert len(site.get("/api/v1/cases", headers=login(site, "nina")).json()["items"]) == 1
+    assert site.get("/api/v1/cases", headers=login(site, "frode")).json()["items"] == []
+
+
+def test_someone_the_form_did_not_name_never_receives_it(
+    site: TestClient, chain: dict[str, int], db: Session, settings: Settings
+) -> None:
+    page = open_form(site, chain["town"], "en")
+    offered = re.findall(r'name="offered" value="(\d+)"', page)
+    # A new case handler joins the county after the reporter opened the form.
+    make_user(db, settings, "nils", units=(chain["county"],), display_name="Nils Ny")
+    before = counts(db)
+
+    response = send(
+        site,
+        "en",
+        full_report(
+            chain["town"], form_token(page), excluded=[str(chain["kari"])], offered=offered
+        ),
+    )
+
+    assert response.status_code == 422
+    assert counts(db) == before
+    page = response.text
+    assert '<a href="#excluded">The case handlers who would receive the report have changed' in page
+    assert "Styret stengte meg ute etter at jeg sa fra på årsmøtet." in page
+    # The form now names the newcomer, who can be left out too.
+    assert "Leave out Nils Ny</label>" in page
+    assert "language-switch__list" not in page
+    assert "language-switch__note" in page

@@ -12,7 +12,6 @@ session is checked in one transaction, the sealed files stored in another.
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -35,7 +34,7 @@ from varsling.reports import service
 from varsling.reports.service import ReporterPrincipal
 from varsling.reports.uploads import FileProblem, ParsedForm, read_multipart
 from varsling.web.i18n import N_, Language
-from varsling.web.pages import PageLanguage, page_templates, render_page
+from varsling.web.pages import PageLanguage, format_size, page_templates, render_page
 from varsling.web.security import (
     CSRF_FIELD,
     FORM_TOKEN_SECONDS,
@@ -109,14 +108,6 @@ def format_day(iso_date: str, language: Language) -> str:
     return format_date(dt.date.fromisoformat(iso_date), format="long", locale=language)
 
 
-def format_size(size: int, language: Language) -> str:
-    """A file size in kB or MB, rounded up, in the page's number format."""
-    megabyte = 1024 * 1024
-    if size < megabyte:
-        return f"{format_decimal(max(1, math.ceil(size / 1024)), locale=language)} kB"
-    return f"{format_decimal(math.ceil(size / megabyte * 10) / 10, locale=language)} MB"
-
-
 def format_minutes(minutes: int, language: Language) -> str:
     """A number of minutes in words, e.g. "30 minutter" (never rounded up to hours)."""
     return format_timedelta(
@@ -124,11 +115,17 @@ def format_minutes(minutes: int, language: Language) -> str:
     )
 
 
-def _formatters(language: Language) -> dict[str, Callable[[Any], str]]:
+def _formatters(language: Language) -> dict[str, Callable[[Any], str | bool]]:
     return {
         "day": lambda iso: format_day(str(iso), language),
         "size": lambda size: format_size(int(size), language),
+        "passed": lambda iso: iso_date_passed(str(iso)),
     }
+
+
+def iso_date_passed(iso_date: str) -> bool:
+    """Whether a deadline (its last day) is over: shown as "was due by", not "due by"."""
+    return dt.date.fromisoformat(iso_date) < utcnow().date()
 
 
 # --------------------------------------------------------------------------

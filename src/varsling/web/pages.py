@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+from babel.units import format_unit
 from fastapi import Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
@@ -52,6 +54,25 @@ def language_links(path: str, current: Language) -> list[LanguageLink]:
         )
         for language in LANGUAGES
     ]
+
+
+def format_size(size_bytes: int, language: Language) -> str:
+    """A file size as the page's language writes it, e.g. "20 MB", "1,5 MB", "3 kB".
+
+    Every page uses this one, so sizes look the same everywhere. Rounded up
+    (a limit is never shown smaller than it is); below a megabyte in whole kB.
+    """
+    kilobyte = 1024
+    if size_bytes < kilobyte**2:
+        unit, amount = "digital-kilobyte", float(max(1, math.ceil(size_bytes / kilobyte)))
+    elif size_bytes < kilobyte**3:
+        unit, amount = "digital-megabyte", math.ceil(size_bytes / kilobyte**2 * 10) / 10
+    else:
+        unit, amount = "digital-gigabyte", math.ceil(size_bytes / kilobyte**3 * 10) / 10
+    value: float | int = int(amount) if amount.is_integer() else amount
+    text: str = format_unit(value, unit, length="short", locale=language)
+    # The number and its unit stay on one line.
+    return text.replace(" ", "\u00a0")
 
 
 def page_templates(request: Request) -> PageTemplates:

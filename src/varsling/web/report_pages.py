@@ -15,18 +15,19 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from babel.numbers import format_decimal
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from varsling.accounts.models import UnitKind
-from varsling.accounts.service import utcnow
+from varsling.accounts.models import Role, UnitKind, User
+from varsling.accounts.service import members_with_role, unit_chain, utcnow
 from varsling.cases.models import Category
 from varsling.config import Settings
 from varsling.db import DbSession, in_transaction
@@ -40,6 +41,7 @@ from varsling.web.i18n import N_, Language
 from varsling.web.pages import (
     LanguageLink,
     PageLanguage,
+    format_size,
     language_links,
     page_templates,
     render_page,
@@ -147,18 +149,29 @@ class Destination:
 
 
 @dataclass(frozen=True)
+class FallbackLevel:
+    """The case handlers of one unit on the way up, listed where they are first met.
+
+    The first level receives the report when nobody is left out; each later one
+    receives it when everyone listed before it is left out (DESIGN: "and so on up").
+    """
+
+    unit_name: str
+    recipients: list[Recipient]
+    first: bool  # receives the report when nobody is left out
+    national_only: bool = False  # reached only when sending straight to the national level
+
+
+@dataclass(frozen=True)
 class ReportChoices:
     unit: UnitListing
     destinations: list[Destination]
+    levels: list[FallbackLevel] = field(default_factory=list)
 
     @property
     def handlers(self) -> list[Recipient]:
         """Everyone who could receive the report, once each: the people one can leave out."""
-        seen: dict[int, Recipient] = {}
-        for destination in self.destinations:
-            for recipient in destination.recipients:
-                seen.setdefault(recipient.id, recipient)
-        return list(seen.values())
+        return [recipient for level in self.levels for recipient in level.recipients]
 
     def destination(self, value: str) -> Destination:
         for destination in self.destinations:
@@ -257,23 +270,77 @@ def _load_choices(session: Session, unit_id: int) -> tuple[UnitCatalogue, Report
         # When the report already goes to the national level, there is nothing to choose.
         if here != there:
             destinations.append(_destination(session, NATIONAL_CHOICE, root))
-    return catalogue, ReportChoices(unit, destinations)
+    seen: set[int] = set()
+    levels = _fallback_levels(session, unit.id, seen)
+    if len(destinations) > 1:
+        levels += [
+            FallbackLevel(level.unit_name, level.recipients, first=False, national_only=True)
+            for level in _fallback_levels(session, destinations[1].unit.id, seen)
+        ]
+    return catalogue, ReportChoices(unit, destinations, levels)
+
+
+def _fallback_levels(session: Session, unit_id: int, seen: set[int]) -> list[FallbackLevel]:
+    """The unit's case handlers, then each unit above with people not yet in `seen`.
+
+    This is the order `service.route` follows: a unit whose handlers are all
+    listed already is reached only when they are all left out, so it is skipped.
+    """
+    levels: list[FallbackLevel] = []
+    for unit in unit_chain(session, unit_id):
+        new = [
+            Recipient(user.id, user.display_name)
+            for user in members_with_role(session, unit.id, Role.HANDLER)
+            if user.id not in seen
+        ]
+        if new:
+            seen.update(r.id for r in new)
+            levels.append(FallbackLevel(unit.name, new, first=not levels))
+    return levels
+
+
+SendProblem = Literal["nobody_left", "not_offered"]
+
+
+class NotOffered(Exception):
+    """The report would reach someone the form did not name (handlers changed meanwhile)."""
+
+
+def _check_routing(session: Session, unit_id: int, excluded: set[int], offered: set[int]) -> None:
+    """Raise unless the report reaches someone, and only people the form named."""
+    routing = service.route(session, unit_id, excluded)  # InvalidInput: nobody is left
+    if any(handler.id not in offered for handler in routing.handlers):
+        raise NotOffered
 
 
 def _load_for_sending(
     session: Session, unit_id: int, draft: ReportDraft
-) -> tuple[UnitCatalogue, ReportChoices | None, bool]:
-    """The form's choices; `draft.excluded` cut to the people offered; whether anyone is left."""
+) -> tuple[UnitCatalogue, ReportChoices | None, SendProblem | None]:
+    """The form's choices, `draft.excluded` cut to people offered, and what stops sending.
+
+    `draft.offered` is who the form the reporter saw named; a post without it
+    (not from our form) is held to who the form would name now.
+    """
     catalogue, choices = _load_choices(session, unit_id)
     if choices is None:
-        return catalogue, None, False
-    # Only the people the form offered can be left out; anything else is not ours.
-    draft.excluded &= {r.id for r in choices.handlers}
+        return catalogue, None, None
+    now_offered = {r.id for r in choices.handlers}
+    if draft.offered:
+        known = set(session.scalars(select(User.id).where(User.id.in_(draft.offered))))
+        draft.offered &= known
+    else:
+        draft.offered = set(now_offered)
+    # Every person the form offered can be left out; anything else is not ours.
+    draft.excluded &= draft.offered | now_offered
     try:
-        service.route(session, choices.destination(draft.destination).unit.id, draft.excluded)
+        _check_routing(
+            session, choices.destination(draft.destination).unit.id, draft.excluded, draft.offered
+        )
     except InvalidInput:
-        return catalogue, choices, True
-    return catalogue, choices, False
+        return catalogue, choices, "nobody_left"
+    except NotOffered:
+        return catalogue, choices, "not_offered"
+    return catalogue, choices, None
 
 
 def _destination(session: Session, value: str, unit: UnitListing) -> Destination:
@@ -299,15 +366,12 @@ class ReportDraft:
     identity_contact: str = ""
     destination: str = "unit"
     excluded: set[int] = field(default_factory=set)
+    offered: set[int] = field(default_factory=set)  # who the form named, as posted with it
     # Random per form: a reload of the receipt cannot send the report twice.
     submission: str = field(default_factory=lambda: secrets.token_urlsafe(16))
 
     @classmethod
     def from_form(cls, form: ParsedForm) -> ReportDraft:
-        excluded = set()
-        for value in form.fields.get("excluded", []):
-            if value.isascii() and value.isdigit() and len(value) < 12:
-                excluded.add(int(value))
         return cls(
             category=form.first("category"),
             text={name: form.first(name) for name in TEXT_FIELDS},
@@ -315,9 +379,14 @@ class ReportDraft:
             identity_name=form.first("identity_name"),
             identity_contact=form.first("identity_contact"),
             destination=NATIONAL_CHOICE if form.first("destination") == NATIONAL_CHOICE else "unit",
-            excluded=excluded,
+            excluded=_ids(form.fields.get("excluded", [])),
+            offered=_ids(form.fields.get("offered", [])),
             submission=_submission_id(form.first("submission")),
         )
+
+
+def _ids(values: Iterable[str]) -> set[int]:
+    return {int(v) for v in values if v.isascii() and v.isdigit() and len(v) < 12}
 
 
 @dataclass(frozen=True)
@@ -359,16 +428,6 @@ class _Messages:
 
     def size(self, size_bytes: int) -> str:
         return format_size(size_bytes, self._language)
-
-
-def format_size(size_bytes: int, language: Language) -> str:
-    """A file size limit in words a reporter knows: 20 MB, 500 KB."""
-    for unit, factor in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
-        if size_bytes >= factor:
-            amount = round(size_bytes / factor, 1)
-            shown = format_decimal(int(amount) if amount.is_integer() else amount, locale=language)
-            return f"{shown}\u00a0{unit}"
-    return f"{format_decimal(size_bytes, locale=language)}\u00a0B"
 
 
 def _report_in(unit_id: int, draft: ReportDraft, excluded: Sequence[int]) -> dict[str, Any]:
@@ -611,7 +670,7 @@ async def _check_and_store(
     csrf_status = check_csrf(request, form.first("csrf_token"))
     unit_id = _unit_id(form.first("unit"))
     draft = ReportDraft.from_form(form)
-    catalogue, choices, nobody_left = await run_in_threadpool(
+    catalogue, choices, problem = await run_in_threadpool(
         in_transaction, maker, _load_for_sending, unit_id if unit_id is not None else -1, draft
     )
     if choices is None:
@@ -625,15 +684,23 @@ async def _check_and_store(
 
     destination = choices.destination(draft.destination)
     errors = FormErrors()
-    nobody_left_message = messages(
-        N_(
-            "Nobody would be left to receive the report: everyone who could "
-            "receive it, up to the national level, is left out. Leave out fewer "
-            "people."
-        )
-    )
-    if nobody_left:
-        errors.add("excluded", nobody_left_message)
+    problem_messages: dict[SendProblem, str] = {
+        "nobody_left": messages(
+            N_(
+                "Nobody would be left to receive the report: everyone who could "
+                "receive it, up to the national level, is left out. Leave out fewer "
+                "people."
+            )
+        ),
+        "not_offered": messages(
+            N_(
+                "The case handlers who would receive the report have changed since you "
+                "opened the form. Check who receives it, and send it again."
+            )
+        ),
+    }
+    if problem is not None:
+        errors.add("excluded", problem_messages[problem])
     valid = validate_report(
         _report_in(destination.unit.id, draft, sorted(draft.excluded)), messages, errors
     )
@@ -643,14 +710,31 @@ async def _check_and_store(
     if valid is not None and not errors and csrf_status == "ok":
         try:
             submission = await run_in_threadpool(
-                in_transaction, maker, _submit, settings, valid, prepared, form, draft.submission
+                in_transaction,
+                maker,
+                _submit,
+                settings,
+                valid,
+                prepared,
+                form,
+                draft.submission,
+                draft.offered,
             )
         except (AlreadySent, IntegrityError):
             # A reload of the receipt, or a second click: the report is stored once.
             return render_page(request, language, "report_already_sent.html", status_code=409)
         except InvalidInput:
             # Handlers changed since the check above: the same answer.
-            errors.add("excluded", nobody_left_message)
+            errors.add("excluded", problem_messages["nobody_left"])
+        except NotOffered:
+            errors.add("excluded", problem_messages["not_offered"])
+        if errors:
+            # Show who would receive it now.
+            catalogue, reloaded = await run_in_threadpool(
+                in_transaction, maker, _load_choices, choices.unit.id
+            )
+            if reloaded is not None:
+                choices = reloaded
     if submission is not None:
         return _render_receipt(request, language, submission)
 
@@ -695,7 +779,10 @@ def _submit(
     prepared: PreparedCase,
     form: ParsedForm,
     submission_id: str,
+    offered: set[int],
 ) -> Submission:
+    # Checked again in the transaction that stores it: handlers may have changed.
+    _check_routing(session, report.unit_id, set(report.excluded_recipients), offered)
     service.spend_submission(session, settings, submission_id, utcnow().date())
     return service.submit_report(
         session,

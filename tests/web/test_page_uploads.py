@@ -106,3 +106,22 @@ def test_the_api_keeps_its_own_limit_and_a_413_carries_the_security_headers(
     assert response.status_code == 413
     assert response.headers["x-content-type-options"] == "nosniff"
     assert "default-src 'none'" in response.headers["content-security-policy"]
+
+
+def test_a_unit_nobody_can_receive_for_says_so_and_keeps_the_text(
+    db: Session, settings: Settings
+) -> None:
+    unit = make_unit(db, "Sentralt")
+    app = create_app(settings)
+    with TestClient(app) as client:
+        response = client.post(
+            "/nb/report",
+            data=_fields(client, unit.id),
+            files=[("files", ("", b"", "application/octet-stream"))],
+        )
+    app.state.engine.dispose()
+
+    assert response.status_code == 422
+    assert "Ingen kan ta imot varsler her ennå" in response.text
+    assert "Per og Pål" in response.text
+    assert _stored(db) == (0, 0)

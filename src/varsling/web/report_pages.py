@@ -35,7 +35,14 @@ from varsling.errors import InvalidInput
 from varsling.reports import service
 from varsling.reports.routes import REPORT_FIELDS
 from varsling.reports.schemas import ReportIn
-from varsling.reports.service import AlreadySent, PreparedCase, Recipient, Submission, UnitListing
+from varsling.reports.service import (
+    AlreadySent,
+    NoHandlers,
+    PreparedCase,
+    Recipient,
+    Submission,
+    UnitListing,
+)
 from varsling.reports.uploads import FileProblem, ParsedForm, read_multipart
 from varsling.web.i18n import N_, Language
 from varsling.web.pages import (
@@ -299,7 +306,7 @@ def _fallback_levels(session: Session, unit_id: int, seen: set[int]) -> list[Fal
     return levels
 
 
-SendProblem = Literal["nobody_left", "not_offered"]
+SendProblem = Literal["nobody_left", "nobody_set_up", "not_offered"]
 
 
 class NotOffered(Exception):
@@ -336,6 +343,8 @@ def _load_for_sending(
         _check_routing(
             session, choices.destination(draft.destination).unit.id, draft.excluded, draft.offered
         )
+    except NoHandlers:
+        return catalogue, choices, "nobody_set_up"
     except InvalidInput:
         return catalogue, choices, "nobody_left"
     except NotOffered:
@@ -698,6 +707,13 @@ async def _check_and_store(
                 "opened the form. Check who receives it, and send it again."
             )
         ),
+        "nobody_set_up": messages(
+            N_(
+                "Nobody can receive reports here yet: the ethics committee has not set up a "
+                "case handler for this part of the party or any level above it. Nothing was "
+                "sent. You can turn to one of the other places listed on the start page."
+            )
+        ),
     }
     if problem is not None:
         errors.add("excluded", problem_messages[problem])
@@ -723,6 +739,8 @@ async def _check_and_store(
         except (AlreadySent, IntegrityError):
             # A reload of the receipt, or a second click: the report is stored once.
             return render_page(request, language, "report_already_sent.html", status_code=409)
+        except NoHandlers:
+            errors.add("excluded", problem_messages["nobody_set_up"])
         except InvalidInput:
             # Handlers changed since the check above: the same answer.
             errors.add("excluded", problem_messages["nobody_left"])
@@ -797,6 +815,14 @@ def _submit(
     )
 
 
+def _public_url(request: Request, path: str) -> str:
+    """An address to print: behind TLS (secure cookies on) it is https, whatever the proxy sent."""
+    base = str(request.base_url).rstrip("/")
+    if _settings(request).secure_cookies and base.startswith("http://"):
+        base = "https://" + base.removeprefix("http://")
+    return base + path
+
+
 def _render_receipt(request: Request, language: Language, submission: Submission) -> HTMLResponse:
     return render_page(
         request,
@@ -804,6 +830,6 @@ def _render_receipt(request: Request, language: Language, submission: Submission
         "receipt.html",
         {
             "code_groups": submission.case_code.split(" "),
-            "follow_up_url": f"{str(request.base_url).rstrip('/')}/{language}/follow-up",
+            "follow_up_url": _public_url(request, f"/{language}/follow-up"),
         },
     )

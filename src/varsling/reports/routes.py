@@ -18,6 +18,7 @@ from varsling.db import DbSession, in_transaction
 from varsling.errors import InvalidInput, NotFound, PayloadTooLarge, error_body
 from varsling.reports import service
 from varsling.reports.schemas import (
+    REPORT_FIELDS,
     CaseCodeOut,
     ReporterCaseOut,
     ReporterMessageIn,
@@ -29,18 +30,6 @@ from varsling.reports.schemas import (
 from varsling.reports.uploads import read_multipart
 
 router = APIRouter(prefix="/api/v1", tags=["reporter"])
-
-REPORT_FIELDS = (
-    "description",
-    "when",
-    "where",
-    "involved",
-    "witnesses",
-    "reported_before",
-    "desired_outcome",
-    "on_behalf_of_someone_else",
-    "wants_meeting",
-)
 
 
 def _settings(request: Request) -> Settings:

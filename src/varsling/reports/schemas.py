@@ -87,6 +87,20 @@ class ReportIn(StrictModel):
     wants_meeting: StrictBool = False
 
 
+# The report's own fields, sealed together as the report entry (identity apart).
+REPORT_TEXT_FIELDS = (
+    "description",
+    "when",
+    "where",
+    "involved",
+    "witnesses",
+    "reported_before",
+    "desired_outcome",
+)
+REPORT_FLAGS = ("on_behalf_of_someone_else", "wants_meeting")
+REPORT_FIELDS = (*REPORT_TEXT_FIELDS, *REPORT_FLAGS)
+
+
 class CaseCodeOut(BaseModel):
     case_code: str
 

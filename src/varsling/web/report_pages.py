@@ -33,8 +33,7 @@ from varsling.config import Settings
 from varsling.db import DbSession, in_transaction
 from varsling.errors import InvalidInput
 from varsling.reports import service
-from varsling.reports.routes import REPORT_FIELDS
-from varsling.reports.schemas import ReportIn
+from varsling.reports.schemas import REPORT_FIELDS, REPORT_FLAGS, REPORT_TEXT_FIELDS, ReportIn
 from varsling.reports.service import (
     AlreadySent,
     NoHandlers,
@@ -101,16 +100,8 @@ CATEGORIES: Final[tuple[tuple[Category, str, str], ...]] = (
 )
 
 # Text fields in page order; each form field has the name of its key in the sealed report.
-TEXT_FIELDS: Final[tuple[str, ...]] = (
-    "description",
-    "when",
-    "where",
-    "involved",
-    "witnesses",
-    "reported_before",
-    "desired_outcome",
-)
-CHECKBOX_FIELDS: Final[tuple[str, ...]] = ("on_behalf_of_someone_else", "wants_meeting")
+TEXT_FIELDS: Final = REPORT_TEXT_FIELDS
+CHECKBOX_FIELDS: Final = REPORT_FLAGS
 # Labels as the error messages name the fields (the same words as on the form).
 FIELD_LABELS: Final[Mapping[str, str]] = {
     "description": N_("What happened?"),

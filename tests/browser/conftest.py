@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -227,3 +228,24 @@ def axe_violations() -> AxeViolations:
 @pytest.fixture
 def describe() -> Callable[[list[dict[str, Any]]], str]:
     return describe_violations
+
+
+@dataclass
+class PageWatch:
+    """Every request a page makes and every console error it logs."""
+
+    requests: list[str] = field(default_factory=list)
+    console_errors: list[str] = field(default_factory=list)
+
+
+def watch(page: Page) -> PageWatch:
+    """Start recording `page`'s requests and console errors (CSP violations show there)."""
+    seen = PageWatch()
+    page.on("request", lambda request: seen.requests.append(request.url))
+    page.on(
+        "console",
+        lambda message: (
+            seen.console_errors.append(message.text) if message.type == "error" else None
+        ),
+    )
+    return seen

@@ -8,9 +8,9 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Request
+from playwright.sync_api import BrowserContext, Page
 
-from tests.browser.conftest import BROWSER_PASSWORD
+from tests.browser.conftest import BROWSER_PASSWORD, watch
 from varsling.errors import NotFound
 from varsling.reports import service
 
@@ -276,25 +276,14 @@ def test_case_page_reflows_at_320_px(
 def test_case_page_loads_nothing_from_elsewhere_and_breaks_no_csp(
     page: Page, live_server: str, full_case: BrowserCase
 ) -> None:
-    requests: list[str] = []
-    console_errors: list[str] = []
-
-    def on_request(request: Request) -> None:
-        requests.append(request.url)
-
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error":
-            console_errors.append(message.text)
-
-    page.on("request", on_request)
-    page.on("console", on_console)
+    seen = watch(page)
     log_in(page, live_server, "nb", full_case.code)
     page.wait_for_url(f"{live_server}/nb/case")
     page.wait_for_load_state("networkidle")
     page.goto(f"{live_server}/nb/case/retaliation")
     page.wait_for_load_state("networkidle")
-    assert all(url.startswith(live_server) for url in requests), requests
-    assert console_errors == []
+    assert all(url.startswith(live_server) for url in seen.requests), seen.requests
+    assert seen.console_errors == []
     assert [c["name"] for c in page.context.cookies()] == ["varsling_session"]
 
 

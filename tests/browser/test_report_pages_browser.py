@@ -8,7 +8,9 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Request
+from playwright.sync_api import BrowserContext, Page
+
+from tests.browser.conftest import watch
 
 pytestmark = pytest.mark.browser
 
@@ -253,23 +255,12 @@ def test_the_error_summary_takes_focus_and_its_links_lead_to_the_fields(
 def test_form_and_receipt_load_nothing_from_elsewhere_and_break_no_csp(
     page: Page, live_server: str, org: dict[str, int]
 ) -> None:
-    requests: list[str] = []
-    console_errors: list[str] = []
-
-    def on_request(request: Request) -> None:
-        requests.append(request.url)
-
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error":
-            console_errors.append(message.text)
-
-    page.on("request", on_request)
-    page.on("console", on_console)
+    seen = watch(page)
     open_state(page, live_server, "nb", "receipt", org)
     page.wait_for_load_state("networkidle")
-    assert all(url.startswith(live_server) for url in requests), requests
-    assert not [url for url in requests if CODE.search(url.replace("%20", " "))]
-    assert console_errors == []
+    assert all(url.startswith(live_server) for url in seen.requests), seen.requests
+    assert not [url for url in seen.requests if CODE.search(url.replace("%20", " "))]
+    assert seen.console_errors == []
 
 
 def test_the_receipt_prints_the_code_and_what_to_do_without_the_rest(

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Request
+from playwright.sync_api import BrowserContext, Page
+
+from tests.browser.conftest import watch
 
 pytestmark = pytest.mark.browser
 
@@ -133,23 +135,12 @@ def test_tab_reaches_every_control_and_each_shows_focus(
 def test_start_page_loads_nothing_from_elsewhere_and_breaks_no_csp(
     page: Page, live_server: str
 ) -> None:
-    requests: list[str] = []
-    console_errors: list[str] = []
-
-    def on_request(request: Request) -> None:
-        requests.append(request.url)
-
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error":
-            console_errors.append(message.text)
-
-    page.on("request", on_request)
-    page.on("console", on_console)
+    seen = watch(page)
     page.goto(f"{live_server}/nb/")
     page.wait_for_load_state("networkidle")
-    assert all(url.startswith(live_server) for url in requests), requests
-    assert any(url.endswith("/static/varsling.css") for url in requests)
-    assert console_errors == []
+    assert all(url.startswith(live_server) for url in seen.requests), seen.requests
+    assert any(url.endswith("/static/varsling.css") for url in seen.requests)
+    assert seen.console_errors == []
     # The stylesheet applied under the strict CSP: the header is not unstyled.
     background = page.evaluate(
         "() => getComputedStyle(document.querySelector('.site-header')).backgroundColor"

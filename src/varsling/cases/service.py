@@ -225,37 +225,56 @@ def read_case(
     }
 
 
-def write_to_reporter(
-    session: Session, principal: StaffPrincipal, case_id: str, *, body: str, today: dt.date
+def _write(
+    session: Session,
+    principal: StaffPrincipal,
+    case_id: str,
+    *,
+    kind: EntryKind,
+    body: str,
+    today: dt.date,
+    action: str,
 ) -> None:
     opened = open_case(session, principal, case_id)
     add_entry(
         session,
         case_id=case_id,
-        kind=EntryKind.HANDLER_MESSAGE,
+        kind=kind,
         key=opened.key,
         payload={"body": body},
         today=today,
         author_id=principal.user_id,
     )
-    audit.record(session, actor=principal.actor, action="case.message_sent", case_id=case_id)
+    audit.record(session, actor=principal.actor, action=action, case_id=case_id)
+
+
+def write_to_reporter(
+    session: Session, principal: StaffPrincipal, case_id: str, *, body: str, today: dt.date
+) -> None:
+    _write(
+        session,
+        principal,
+        case_id,
+        kind=EntryKind.HANDLER_MESSAGE,
+        body=body,
+        today=today,
+        action="case.message_sent",
+    )
 
 
 def add_note(
     session: Session, principal: StaffPrincipal, case_id: str, *, body: str, today: dt.date
 ) -> None:
     """An internal note: sealed like all content, never shown to the reporter."""
-    opened = open_case(session, principal, case_id)
-    add_entry(
+    _write(
         session,
-        case_id=case_id,
+        principal,
+        case_id,
         kind=EntryKind.NOTE,
-        key=opened.key,
-        payload={"body": body},
+        body=body,
         today=today,
-        author_id=principal.user_id,
+        action="case.note_added",
     )
-    audit.record(session, actor=principal.actor, action="case.note_added", case_id=case_id)
 
 
 def change_status(

@@ -419,14 +419,22 @@ class ReporterPrincipal:
     identity_key: bytes
 
 
-def reporter_principal(session: Session, token: str, channel: str = "api") -> ReporterPrincipal:
+def reporter_session(
+    session: Session, token: str, channel: str = "api"
+) -> tuple[LoginSession, ReporterPrincipal]:
+    """The live reporter session for a token and the case keys it opens."""
     found, token_secrets = find_session(session, token, channel)
     if found.case_id is None:
         raise Unauthenticated("This is not a reporter session.")
     keys = crypto.open_sealed(
         token_secrets.key, found.sealed_secret, context=_reporter_context(found.case_id)
     )
-    return ReporterPrincipal(found.case_id, keys[: crypto.KEY_BYTES], keys[crypto.KEY_BYTES :])
+    principal = ReporterPrincipal(found.case_id, keys[: crypto.KEY_BYTES], keys[crypto.KEY_BYTES :])
+    return found, principal
+
+
+def reporter_principal(session: Session, token: str, channel: str = "api") -> ReporterPrincipal:
+    return reporter_session(session, token, channel)[1]
 
 
 # --------------------------------------------------------------------------

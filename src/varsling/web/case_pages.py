@@ -140,10 +140,7 @@ def find_login(session: Session, token: str | None) -> CaseLogin | None:
     if token is None:
         return None
     try:
-        found, _ = find_session(session, token, WEB)
-        if found.case_id is None:
-            return None
-        principal = service.reporter_principal(session, token, WEB)
+        found, principal = service.reporter_session(session, token, WEB)
     except Unauthenticated:
         return None
     seconds_left = int((as_utc(found.expires_at) - utcnow()).total_seconds())

@@ -78,10 +78,6 @@ def unit_chain(session: Session, unit_id: int) -> list[Unit]:
     return chain
 
 
-def members_with_role(session: Session, unit_id: int, role: Role) -> list[User]:
-    return members_by_unit(session, [unit_id], role).get(unit_id, [])
-
-
 def members_by_unit(session: Session, unit_ids: Iterable[int], role: Role) -> dict[int, list[User]]:
     """Active members with `role` of each unit, in one query, ordered by name."""
     query = (

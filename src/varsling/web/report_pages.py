@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from varsling.accounts.models import Role, UnitKind, User
-from varsling.accounts.service import members_with_role, unit_chain, utcnow
+from varsling.accounts.service import members_by_unit, unit_chain, utcnow
 from varsling.cases.models import Category
 from varsling.config import Settings
 from varsling.db import DbSession, in_transaction
@@ -285,10 +285,12 @@ def _fallback_levels(session: Session, unit_id: int, seen: set[int]) -> list[Fal
     listed already is reached only when they are all left out, so it is skipped.
     """
     levels: list[FallbackLevel] = []
-    for unit in unit_chain(session, unit_id):
+    chain = unit_chain(session, unit_id)
+    handlers = members_by_unit(session, [unit.id for unit in chain], Role.HANDLER)
+    for unit in chain:
         new = [
             Recipient(user.id, user.display_name)
-            for user in members_with_role(session, unit.id, Role.HANDLER)
+            for user in handlers.get(unit.id, [])
             if user.id not in seen
         ]
         if new:

@@ -19,6 +19,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from varsling.accounts import service as accounts
 from varsling.app import create_app
@@ -249,3 +250,20 @@ def watch(page: Page) -> PageWatch:
         ),
     )
     return seen
+
+
+def takes_focus(page: Page, selector: str, timeout_ms: float = 5000) -> bool:
+    """Whether the element at `selector` gets focus on its own (autofocus), within the timeout.
+
+    Chromium applies `autofocus` in a rendering step after the load event, so
+    checking at once races it.
+    """
+    try:
+        page.wait_for_function(
+            "(selector) => document.activeElement && document.activeElement.matches(selector)",
+            arg=selector,
+            timeout=timeout_ms,
+        )
+    except PlaywrightTimeoutError:
+        return False
+    return True

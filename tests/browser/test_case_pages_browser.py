@@ -10,7 +10,7 @@ import httpx
 import pytest
 from playwright.sync_api import BrowserContext, Page
 
-from tests.browser.conftest import BROWSER_PASSWORD, watch
+from tests.browser.conftest import BROWSER_PASSWORD, takes_focus, watch
 from varsling.errors import NotFound
 from varsling.reports import service
 
@@ -250,7 +250,7 @@ def test_the_error_summary_takes_focus_without_javascript(
     page.keyboard.type("1234")
     page.keyboard.press("Enter")
     page.wait_for_selector(".error-summary")
-    assert page.locator(".error-summary").evaluate("el => el === document.activeElement")
+    assert takes_focus(page, ".error-summary")
     tab_to(page, ".error-summary a")
     page.keyboard.press("Enter")
     assert page.locator("#case-code").evaluate("el => el === document.activeElement")
@@ -304,7 +304,7 @@ def test_the_form_token_notice_takes_focus_without_javascript(
     forge_form_token(page, "form[action$='/follow-up']")
     page.locator("form[action$='/follow-up'] button[type=submit]").click()
     page.wait_for_selector(notice)
-    assert page.locator(notice).evaluate("el => el === document.activeElement")
+    assert takes_focus(page, notice)
     assert page.locator("#case-code").input_value() == case.code
     assert page.locator(".language-switch__list").count() == 0
 
@@ -314,7 +314,7 @@ def test_the_form_token_notice_takes_focus_without_javascript(
     forge_form_token(page, "#reply form")
     page.locator("#reply button[type=submit]").click()
     page.wait_for_selector(notice)
-    assert page.locator(notice).evaluate("el => el === document.activeElement")
+    assert takes_focus(page, notice)
     assert page.locator("#message-body").input_value() == "Kept when the form token is refused."
     assert page.locator(".language-switch__list").count() == 0
     assert page.locator(".language-switch__note").is_visible()
@@ -325,7 +325,7 @@ def test_the_form_token_notice_takes_focus_without_javascript(
     forge_form_token(page, "form[action$='/case/retaliation']")
     page.locator("form[action$='/case/retaliation'] button[type=submit]").click()
     page.wait_for_selector(notice)
-    assert page.locator(notice).evaluate("el => el === document.activeElement")
+    assert takes_focus(page, notice)
     assert page.locator("#message-body").input_value() == "Frozen out of the group chat."
     assert page.locator(".language-switch__list").count() == 0
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from playwright.sync_api import BrowserContext, Page
 
-from tests.browser.conftest import watch
+from tests.browser.conftest import takes_focus, watch
 
 pytestmark = pytest.mark.browser
 
@@ -150,7 +150,7 @@ def test_keyboard_only_report_without_javascript_then_follow_up(
         page.keyboard.press("Enter")
 
     # The error summary has focus and leads to the missing answer; nothing typed is lost.
-    assert page.evaluate("() => document.activeElement.classList.contains('error-summary')")
+    assert takes_focus(page, ".error-summary")
     assert page.locator("#description").input_value().startswith("Lederen truet med")
     assert page.locator("#when").input_value() == "Mars 2026"
     assert page.locator(f"#excluded-{org['ola']}").is_checked()
@@ -237,7 +237,7 @@ def test_the_error_summary_takes_focus_and_its_links_lead_to_the_fields(
     page.goto(f"{live_server}/en/report?unit={org['vestland']}")
     submit_and_wait(page)
     summary = page.locator(".error-summary")
-    assert summary.evaluate("(el) => el === document.activeElement")
+    assert takes_focus(page, ".error-summary")
     links = summary.locator("a")
     assert [links.nth(i).get_attribute("href") for i in range(links.count())] == [
         "#category",

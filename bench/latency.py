@@ -48,6 +48,8 @@ def main() -> None:
             code_pepper="p" * 48,
             code_salt="s" * 48,
             web_secret="w" * 48,
+            signing_key="k" * 48,
+            password_pepper="q" * 48,
         )
         params = settings.argon2
         engine = make_engine(url)

@@ -29,6 +29,8 @@ TEST_SECRETS = {
     "code_pepper": "test-pepper-" + "p" * 40,
     "code_salt": "test-salt-" + "s" * 40,
     "web_secret": "test-web-secret-" + "w" * 40,
+    "signing_key": "test-signing-key-" + "k" * 40,
+    "password_pepper": "test-password-pepper-" + "q" * 40,
 }
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 64, "argon2_parallelism": 1}
 PASSWORD = "correct horse battery staple"

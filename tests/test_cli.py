@@ -22,6 +22,8 @@ def _varsling(
         "VARSLING_CODE_PEPPER": "p" * 40,
         "VARSLING_CODE_SALT": "s" * 40,
         "VARSLING_WEB_SECRET": "w" * 40,
+        "VARSLING_SIGNING_KEY": "k" * 40,
+        "VARSLING_PASSWORD_PEPPER": "q" * 40,
         "VARSLING_ARGON2_MEMORY_KIB": "64",
         "VARSLING_ARGON2_TIME_COST": "1",
     }
@@ -130,3 +132,14 @@ def test_serve_refuses_placeholder_secrets_in_production(tmp_path: Path) -> None
     assert "Refusing to start" in result.stderr
     assert "VARSLING_CODE_PEPPER" in result.stderr
     assert "change-me" not in result.stderr
+
+
+def test_keys_public_prints_the_verifying_key_and_its_fingerprint(database_url: str) -> None:
+    from varsling import crypto
+
+    shown = _varsling(database_url, "keys", "public")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.count("\n") == 1
+    public = crypto.parse_signing_public_key(shown.stdout)
+    assert public == crypto.signing_public_key(crypto.signing_seed(b"k" * 40))
+    assert crypto.key_fingerprint(public) in shown.stderr

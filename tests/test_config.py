@@ -13,7 +13,12 @@ from varsling.config import ConfigError, Settings, ensure_secrets_file, load_set
 
 def test_production_refuses_missing_secret_and_names_it() -> None:
     settings = Settings(
-        environment="production", code_pepper=None, code_salt="s" * 40, web_secret="w" * 40
+        environment="production",
+        code_pepper=None,
+        code_salt="s" * 40,
+        web_secret="w" * 40,
+        signing_key="k" * 40,
+        password_pepper="q" * 40,
     )
     with pytest.raises(ConfigError, match=r"VARSLING_CODE_PEPPER.*token_urlsafe"):
         create_app(settings)
@@ -22,7 +27,12 @@ def test_production_refuses_missing_secret_and_names_it() -> None:
 @pytest.mark.parametrize("value", ["change-me", "short"])
 def test_production_refuses_placeholder_secret(value: str) -> None:
     settings = Settings(
-        environment="production", code_pepper="p" * 40, code_salt="s" * 40, web_secret=value
+        environment="production",
+        code_pepper="p" * 40,
+        code_salt="s" * 40,
+        web_secret=value,
+        signing_key="k" * 40,
+        password_pepper="q" * 40,
     )
     with pytest.raises(ConfigError, match="VARSLING_WEB_SECRET"):
         settings.check()
@@ -31,7 +41,7 @@ def test_production_refuses_placeholder_secret(value: str) -> None:
 def test_secrets_file_is_generated_once_with_mode_0600(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("CODE_PEPPER", "CODE_SALT", "WEB_SECRET"):
+    for name in ("CODE_PEPPER", "CODE_SALT", "WEB_SECRET", "SIGNING_KEY", "PASSWORD_PEPPER"):
         monkeypatch.delenv(f"VARSLING_{name}", raising=False)
     path = tmp_path / "var" / "secrets.env"
     monkeypatch.setenv("VARSLING_SECRETS_FILE", str(path))

@@ -721,3 +721,38 @@ def test_sha256_known_answer() -> None:
     assert crypto.sha256(b"abc").hex() == (
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     )
+
+
+# --------------------------------------------------------------------------
+# The installation signing key
+
+
+def test_signature_checks_only_for_its_domain_message_and_key() -> None:
+    seed = crypto.signing_seed(b"an installation signing key of some length")
+    public = crypto.signing_public_key(seed)
+    signature = crypto.sign(seed, crypto.SIGN_CHECKPOINT, b"seq=5")
+
+    assert len(signature) == crypto.SIGNATURE_BYTES
+    assert crypto.signature_valid(public, crypto.SIGN_CHECKPOINT, b"seq=5", signature)
+    # The same bytes signed as a checkpoint are no certificate and no receipt.
+    assert not crypto.signature_valid(public, crypto.SIGN_CERTIFICATE, b"seq=5", signature)
+    assert not crypto.signature_valid(public, crypto.SIGN_RECEIPT, b"seq=5", signature)
+    assert not crypto.signature_valid(public, crypto.SIGN_CHECKPOINT, b"seq=6", signature)
+    other = crypto.signing_public_key(crypto.signing_seed(b"another installation's key"))
+    assert not crypto.signature_valid(other, crypto.SIGN_CHECKPOINT, b"seq=5", signature)
+    forged = bytes([signature[0] ^ 1]) + signature[1:]
+    assert not crypto.signature_valid(public, crypto.SIGN_CHECKPOINT, b"seq=5", forged)
+    assert not crypto.signature_valid(public, crypto.SIGN_CHECKPOINT, b"seq=5", b"short")
+    with pytest.raises(crypto.CryptoError):
+        crypto.sign(seed, "varsling/sign/something-else", b"seq=5")
+
+
+def test_public_key_text_form_round_trips_and_refuses_garbage() -> None:
+    public = crypto.signing_public_key(crypto.signing_seed(b"k" * 40))
+    line = crypto.format_signing_public_key(public)
+    assert "\n" not in line
+    assert crypto.parse_signing_public_key(f"  {line}\n") == public
+    for bad in ("", "ssh-ed25519 AAAA", line[:-4], "varsling-ed25519:!!!!"):
+        with pytest.raises(crypto.CryptoError):
+            crypto.parse_signing_public_key(bad)
+    assert len(crypto.key_fingerprint(public).split()) == 8

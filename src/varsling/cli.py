@@ -11,7 +11,7 @@ import typer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from varsling import audit
+from varsling import audit, crypto
 from varsling.accounts import service as accounts
 from varsling.accounts.models import Unit, User
 from varsling.config import (
@@ -29,9 +29,11 @@ app = typer.Typer(help="Varsling: a confidential whistleblowing service.", no_ar
 unit_app = typer.Typer(help="Units of the organisation.", no_args_is_help=True)
 user_app = typer.Typer(help="Staff accounts.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
+keys_app = typer.Typer(help="The installation signing key.", no_args_is_help=True)
 app.add_typer(unit_app, name="unit")
 app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
+app.add_typer(keys_app, name="keys")
 
 
 def _settings() -> Settings:
@@ -201,6 +203,22 @@ def audit_verify() -> None:
         err=True,
     )
     raise typer.Exit(1)
+
+
+@keys_app.command("public")
+def keys_public() -> None:
+    """Print the installation's verifying key (one line); its fingerprint goes to stderr.
+
+    Auditors and reporters keep this line to check checkpoints and receipts offline.
+    """
+    settings = _settings()
+    try:
+        public = settings.signing_public_key
+    except ConfigError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(crypto.format_signing_public_key(public))
+    typer.echo(f"Fingerprint: {crypto.key_fingerprint(public)}", err=True)
 
 
 if __name__ == "__main__":

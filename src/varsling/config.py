@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from varsling.crypto import Argon2Params
+from varsling.crypto import Argon2Params, signing_public_key, signing_seed
 
 DEFAULT_SECRETS_FILE = Path("var/secrets.env")
 
@@ -20,6 +20,9 @@ SECRET_SETTINGS = {
     "code_pepper": "keys every case code with HMAC before Argon2id",
     "code_salt": "the installation-wide Argon2id salt for case codes",
     "web_secret": "signs the reporter pages' form (CSRF) tokens",
+    "signing_key": "is the installation's Ed25519 signing key: it certifies staff public keys "
+    "and signs audit checkpoints and reporters' receipts",
+    "password_pepper": "keys every staff password with HMAC before Argon2id",
 }
 _PLACEHOLDERS = {"", "change-me", "changeme", "secret", "placeholder", "xxx", "todo"}
 _MIN_SECRET_CHARS = 32
@@ -46,6 +49,8 @@ class Settings(BaseSettings):
     code_pepper: SecretStr | None = None
     code_salt: SecretStr | None = None
     web_secret: SecretStr | None = None
+    signing_key: SecretStr | None = None
+    password_pepper: SecretStr | None = None
 
     # Argon2id cost for passwords and case codes (DESIGN.md: 64 MiB, 3 passes, 1 lane).
     argon2_time_cost: int = Field(default=3, ge=1)
@@ -79,6 +84,15 @@ class Settings(BaseSettings):
         if value is None:
             raise ConfigError(_missing_message(name, self.secrets_file))
         return bytes(value.get_secret_value().encode())
+
+    @property
+    def signing_seed(self) -> bytes:
+        """The Ed25519 seed behind VARSLING_SIGNING_KEY."""
+        return signing_seed(self.secret("signing_key"))
+
+    @property
+    def signing_public_key(self) -> bytes:
+        return signing_public_key(self.signing_seed)
 
     def check(self) -> None:
         """Refuse unsafe settings: Argon2id that cannot run, or that is too cheap

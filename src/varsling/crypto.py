@@ -7,6 +7,8 @@ here is hand-rolled beyond composing `cryptography` and `argon2-cffi`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import os
@@ -17,9 +19,9 @@ import unicodedata
 from dataclasses import dataclass
 
 from argon2.low_level import Type, hash_secret_raw
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, hpke
-from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
+from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -348,6 +350,78 @@ def derive_case_code(
         lookup=hkdf(root, label="varsling/case-code/lookup"),
         key=hkdf(root, label="varsling/case-code/key"),
     )
+
+
+# --------------------------------------------------------------------------
+# The installation signing key (Ed25519): certificates, checkpoints, receipts
+
+# Every signed message starts with one of these, so a signature made for one
+# purpose can never be passed off as another.
+SIGN_CERTIFICATE = "varsling/sign/certificate/v1"
+SIGN_CHECKPOINT = "varsling/sign/checkpoint/v1"
+SIGN_RECEIPT = "varsling/sign/receipt/v1"
+_SIGN_DOMAINS = frozenset({SIGN_CERTIFICATE, SIGN_CHECKPOINT, SIGN_RECEIPT})
+_PUBLIC_KEY_PREFIX = "varsling-ed25519:"
+SIGNATURE_BYTES = 64
+
+
+def signing_seed(secret: bytes) -> bytes:
+    """The Ed25519 private seed derived from the configured VARSLING_SIGNING_KEY."""
+    return hkdf(secret, label="varsling/signing-key/ed25519")
+
+
+def signing_public_key(seed: bytes) -> bytes:
+    """The raw 32-byte verifying key for a signing seed."""
+    return ed25519.Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
+
+
+def _signed_message(domain: str, message: bytes) -> bytes:
+    if domain not in _SIGN_DOMAINS:
+        raise CryptoError(f"unknown signature domain {domain!r}")
+    return context(domain) + message
+
+
+def sign(seed: bytes, domain: str, message: bytes) -> bytes:
+    """Sign `message` for one purpose (`SIGN_CERTIFICATE`, `_CHECKPOINT` or `_RECEIPT`)."""
+    private = ed25519.Ed25519PrivateKey.from_private_bytes(seed)
+    return private.sign(_signed_message(domain, message))
+
+
+def signature_valid(public_key: bytes, domain: str, message: bytes, signature: bytes) -> bool:
+    """Whether `signature` was made by `public_key`'s owner over `message` for `domain`."""
+    try:
+        ed25519.Ed25519PublicKey.from_public_bytes(public_key).verify(
+            signature, _signed_message(domain, message)
+        )
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def format_signing_public_key(public_key: bytes) -> str:
+    """The one-line text form of the verifying key that auditors and reporters keep."""
+    return _PUBLIC_KEY_PREFIX + base64.urlsafe_b64encode(public_key).rstrip(b"=").decode()
+
+
+def parse_signing_public_key(text: str) -> bytes:
+    """The raw verifying key from its one-line text form (surrounding space ignored)."""
+    line = text.strip()
+    if not line.startswith(_PUBLIC_KEY_PREFIX):
+        raise CryptoError(f"a Varsling public key starts with {_PUBLIC_KEY_PREFIX!r}")
+    encoded = line[len(_PUBLIC_KEY_PREFIX) :]
+    try:
+        raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+    except (ValueError, binascii.Error) as exc:
+        raise CryptoError("the public key is not valid base64") from exc
+    if len(raw) != 32:
+        raise CryptoError("an Ed25519 public key is 32 bytes")
+    return raw
+
+
+def key_fingerprint(public_key: bytes) -> str:
+    """SHA-256 of the key, in groups of four hex digits, for comparing by eye or phone."""
+    digest = hashlib.sha256(public_key).hexdigest()[:32]
+    return " ".join(digest[i : i + 4] for i in range(0, len(digest), 4))
 
 
 # --------------------------------------------------------------------------

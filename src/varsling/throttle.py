@@ -144,20 +144,39 @@ def backoff_for(failures: int) -> dt.timedelta | None:
     return min(wait, BACKOFF_MAX)
 
 
-def note_account_failure(session: Session, account: bytes, now: dt.datetime | None = None) -> None:
-    """Count a failed login for one account, in the caller's transaction."""
-    now = now or dt.datetime.now(dt.UTC)
-    session.execute(delete(LoginBackoff).where(LoginBackoff.last_failure < now - BACKOFF_FORGET))
+def _locked_account(session: Session, account: bytes, now: dt.datetime) -> LoginBackoff:
+    """The account's row, made if missing, locked until the caller's transaction ends."""
     values = {"account": account, "failures": 0, "last_failure": now}
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    # Concurrent first failures must not race an insert: make the row, then lock it.
+    # Concurrent first attempts must not race an insert: make the row, then lock it.
     session.execute(dialect.insert(LoginBackoff).values(**values).on_conflict_do_nothing())
-    row = session.execute(
+    return session.execute(
         select(LoginBackoff)
         .where(LoginBackoff.account == account)
         .with_for_update()
         .execution_options(populate_existing=True)
     ).scalar_one()
+
+
+def claim_account(session: Session, account: bytes, now: dt.datetime | None = None) -> int | None:
+    """Lock the account's count for this check; seconds to wait if it is (now) blocked.
+
+    Checked again, row-locked, just before the password is: attempts that
+    passed the first check together are then judged one after the other,
+    so a burst in parallel learns no more than the same attempts in a row.
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    row = _locked_account(session, account, now)
+    if row.blocked_until is None or _utc(row.blocked_until) <= now:
+        return None
+    return _seconds(_utc(row.blocked_until) - now)
+
+
+def note_account_failure(session: Session, account: bytes, now: dt.datetime | None = None) -> None:
+    """Count a failed login for one account, in the caller's transaction."""
+    now = now or dt.datetime.now(dt.UTC)
+    session.execute(delete(LoginBackoff).where(LoginBackoff.last_failure < now - BACKOFF_FORGET))
+    row = _locked_account(session, account, now)
     row.failures += 1
     row.last_failure = now
     wait = backoff_for(row.failures)

@@ -320,3 +320,39 @@ def test_a_login_against_refused_parameters_fails_cleanly(
     assert costs == [settings.argon2]
     (failed,) = _events(db, "user.login_failed")
     assert json.loads(failed.details) == {"reason": "password_params_refused"}
+
+
+def test_a_parallel_burst_at_one_account_learns_no_more_than_attempts_in_a_row(
+    database_url: str, db: Session
+) -> None:
+    """Attempts that passed the first check together are judged one by one, row-locked."""
+    import asyncio
+
+    from varsling.accounts.service import sign_in_staff
+    from varsling.db import make_engine, make_sessionmaker
+    from varsling.errors import TooManyAttempts
+
+    settings = make_settings(database_url, code_failures_per_minute=1000)
+    make_user(db, settings, "hanne", units=(make_unit(db).id,))
+    engine = make_engine(settings.database_url)
+    maker = make_sessionmaker(engine)
+
+    async def attempt() -> int:
+        try:
+            token = await sign_in_staff(maker, settings, username="hanne", password=WRONG)
+        except TooManyAttempts:
+            return 429
+        assert token is None
+        return 401
+
+    async def burst() -> list[int]:
+        return await asyncio.gather(*(attempt() for _ in range(9)))
+
+    answers = asyncio.run(burst())
+    engine.dispose()
+
+    # Exactly as many wrong-password answers as a guesser gets one after the other.
+    assert sorted(answers) == [401] * 5 + [429] * 4
+    db.rollback()
+    (row,) = db.scalars(select(LoginBackoff))
+    assert row.failures == 5

@@ -299,22 +299,24 @@ def check_backoff(session: Session, account: bytes, username: str) -> int | None
     user_id = session.execute(
         select(User.id).where(User.username == username.strip().lower())
     ).scalar_one_or_none()
-    audit.record(
-        session,
-        actor=f"user:{user_id}" if user_id is not None else audit.SYSTEM,
-        action="user.login_blocked",
-        details={"retry_after": remaining},
-    )
+    _audit_blocked(session, f"user:{user_id}" if user_id is not None else audit.SYSTEM, remaining)
     return remaining
+
+
+def _audit_blocked(session: Session, actor: str, remaining: int) -> None:
+    audit.record(
+        session, actor=actor, action="user.login_blocked", details={"retry_after": remaining}
+    )
 
 
 @dataclass(frozen=True)
 class LoginOutcome:
-    """A session token (None when refused), and the private key when the password
-    verifier must be made again under the current scheme."""
+    """A session token (None when refused), the private key when the password verifier
+    must be made again under the current scheme, or the seconds to wait when blocked."""
 
     token: str | None
     rehash_private_key: bytes | None = None
+    retry_after: int | None = None
 
 
 def _refuse(
@@ -337,6 +339,12 @@ def finish_login(
 
     A refusal is counted and audited, so the caller must commit, not raise.
     """
+    # Another attempt may have started the backoff while this one ran Argon2id.
+    remaining = throttle.claim_account(session, account)
+    if remaining is not None:
+        actor = f"user:{record.user_id}" if record is not None else audit.SYSTEM
+        _audit_blocked(session, actor, remaining)
+        return LoginOutcome(None, retry_after=remaining)
     user = session.get(User, record.user_id) if record is not None else None
     if record is not None and record.params is None:
         return _refuse(
@@ -467,6 +475,10 @@ async def sign_in_staff(
     outcome = await run_in_threadpool(
         in_transaction, maker, finish_login, settings, record, secrets, account
     )
+    if outcome.retry_after is not None:
+        raise TooManyAttempts(
+            outcome.retry_after, BLOCKED_MESSAGE.format(seconds=outcome.retry_after)
+        )
     if outcome.rehash_private_key is not None and record is not None:
         salt = crypto.new_salt()
         fresh = await run_in_threadpool(

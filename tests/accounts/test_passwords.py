@@ -356,3 +356,25 @@ def test_a_parallel_burst_at_one_account_learns_no_more_than_attempts_in_a_row(
     db.rollback()
     (row,) = db.scalars(select(LoginBackoff))
     assert row.failures == 5
+
+
+def test_an_unknown_username_costs_the_same_argon2id_run_as_a_known_one(
+    client: TestClient, db: Session, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_user(db, settings, "hanne", units=(make_unit(db).id,))
+    runs: list[tuple[int, crypto.Argon2Params]] = []
+    real = crypto.argon2id
+
+    def recording(secret: bytes, salt: bytes, cost: crypto.Argon2Params, **kwargs: Any) -> bytes:
+        runs.append((len(secret), cost))
+        return real(secret, salt, cost, **kwargs)
+
+    monkeypatch.setattr(crypto, "argon2id", recording)
+
+    assert _login(client, "hanne", WRONG)[0] == 401
+    known = list(runs)
+    runs.clear()
+    assert _login(client, "nobody", WRONG)[0] == 401
+
+    # One run each, of a peppered (32-byte HMAC) secret, at the same cost.
+    assert runs == known == [(32, settings.argon2)]

@@ -265,6 +265,29 @@ def test_a_login_with_a_swapped_key_pair_is_refused_and_audited(
     assert refusal["reason"] == ("certificate_invalid" if swap_public_key else "key_mismatch")
 
 
+def test_a_login_with_a_sealed_key_from_elsewhere_is_refused_not_an_error(
+    client: TestClient, db: Session, settings: Settings, world: dict[str, int]
+) -> None:
+    """A writer without the pepper cannot seal for the password: the key does not open."""
+    db.rollback()
+    nina = db.get(User, world["nina"])
+    assert nina is not None
+    db.execute(
+        update(User)
+        .where(User.id == world["hanne"])
+        .values(sealed_private_key=nina.sealed_private_key)
+    )
+    db.commit()
+
+    response = client.post("/api/v1/sessions", json={"username": "hanne", "password": PASSWORD})
+
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unauthenticated"
+    (refusal,) = _refusals(db)
+    assert refusal["reason"] == "private_key_unreadable"
+    assert refusal["user_id"] == world["hanne"]
+
+
 def test_user_list_and_start_up_flag_uncertified_accounts(
     db: Session, settings: Settings, world: dict[str, int], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -368,10 +368,14 @@ def finish_login(
             "user.login_failed",
             {},
         )
-    private_key = crypto.open_private_key(
-        user.sealed_private_key, secrets.key, owner=f"user:{user.id}"
-    )
-    problem = _key_problem(settings, user, private_key, peppered=record.params.peppered)
+    try:
+        private_key = crypto.open_private_key(
+            user.sealed_private_key, secrets.key, owner=f"user:{user.id}"
+        )
+        problem = _key_problem(settings, user, private_key, peppered=record.params.peppered)
+    except crypto.CryptoError:
+        # The right password, yet the sealed key does not open: it was replaced.
+        problem = "private_key_unreadable"
     if problem is not None:
         # Answered like a wrong password: the caller learns nothing about why.
         return _refuse(

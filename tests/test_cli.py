@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
+from tests.conftest import TEST_SECRETS
 from tests.factories import PASSWORD, login, report
 
 
@@ -19,11 +20,8 @@ def _varsling(
         **os.environ,
         "VARSLING_DATABASE_URL": database_url,
         "VARSLING_SECRETS_FILE": secrets_file,
-        "VARSLING_CODE_PEPPER": "p" * 40,
-        "VARSLING_CODE_SALT": "s" * 40,
-        "VARSLING_WEB_SECRET": "w" * 40,
-        "VARSLING_SIGNING_KEY": "k" * 40,
-        "VARSLING_PASSWORD_PEPPER": "q" * 40,
+        # The same installation secrets as the app in the `client` fixture.
+        **{f"VARSLING_{name.upper()}": value for name, value in TEST_SECRETS.items()},
         "VARSLING_ARGON2_MEMORY_KIB": "64",
         "VARSLING_ARGON2_TIME_COST": "1",
     }
@@ -141,5 +139,6 @@ def test_keys_public_prints_the_verifying_key_and_its_fingerprint(database_url: 
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.count("\n") == 1
     public = crypto.parse_signing_public_key(shown.stdout)
-    assert public == crypto.signing_public_key(crypto.signing_seed(b"k" * 40))
+    expected_seed = crypto.signing_seed(TEST_SECRETS["signing_key"].encode())
+    assert public == crypto.signing_public_key(expected_seed)
     assert crypto.key_fingerprint(public) in shown.stderr

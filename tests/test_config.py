@@ -62,3 +62,21 @@ def test_secrets_file_is_generated_once_with_mode_0600(
 def test_shipped_argon2_defaults_are_the_designed_ones() -> None:
     params = Settings().argon2
     assert (params.memory_kib, params.time_cost, params.parallelism) == (65536, 3, 1)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"argon2_memory_kib": 1024 * 1024 + 1},
+        {"argon2_time_cost": 21},
+        {"argon2_parallelism": 9},
+    ],
+)
+def test_argon2_settings_above_what_a_stored_string_may_ask_for_are_refused(
+    setting: dict[str, int],
+) -> None:
+    """Otherwise new accounts would store parameters that their own login then refuses."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        Settings(environment="development", **setting)  # type: ignore[arg-type]

@@ -756,3 +756,104 @@ def test_public_key_text_form_round_trips_and_refuses_garbage() -> None:
         with pytest.raises(crypto.CryptoError):
             crypto.parse_signing_public_key(bad)
     assert len(crypto.key_fingerprint(public).split()) == 8
+
+
+# --------------------------------------------------------------------------
+# Ceilings on stored Argon2 parameters, peppered passwords
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "argon2id$v=19$m=1048577,t=3,p=1",
+        "argon2id$v=19$m=4294967295,t=3,p=1",
+        "argon2id$v=19$m=65536,t=21,p=1",
+        "argon2id$v=19$m=65536,t=3,p=9",
+        "hmac-sha256+argon2id$v=19$m=1048577,t=3,p=1",
+    ],
+)
+def test_argon2_params_above_the_ceiling_are_refused(text: str) -> None:
+    with pytest.raises(CryptoError, match="ceiling"):
+        crypto.PasswordParams.decode(text)
+
+
+def test_argon2_params_at_the_ceiling_are_accepted() -> None:
+    top = Argon2Params.decode("argon2id$v=19$m=1048576,t=20,p=8")
+    assert (top.memory_kib, top.time_cost, top.parallelism) == (1048576, 20, 8)
+
+
+def test_password_params_say_whether_the_password_is_peppered() -> None:
+    peppered = crypto.PasswordParams(FAST, peppered=True)
+    plain = crypto.PasswordParams(FAST, peppered=False)
+    assert peppered.encode() == "hmac-sha256+" + FAST.encode()
+    assert plain.encode() == FAST.encode()
+    assert crypto.PasswordParams.decode(peppered.encode()) == peppered
+    assert crypto.PasswordParams.decode(plain.encode()) == plain
+
+
+def test_another_pepper_gives_another_verifier_and_key() -> None:
+    right = crypto.derive_login("correct horse", SALT, FAST, pepper=PEPPER)
+    assert crypto.derive_login("correct horse", SALT, FAST, pepper=PEPPER) == right
+    assert crypto.derive_login("correct horse", SALT, FAST, pepper=b"o" * 32) != right
+    assert crypto.derive_login("correct horse", SALT, FAST) != right
+
+
+def test_account_tag_is_keyed_and_normalises_the_username() -> None:
+    tag = crypto.account_tag(PEPPER, "hanne")
+    assert crypto.account_tag(PEPPER, " Hanne ") == tag
+    assert crypto.account_tag(b"o" * 32, "hanne") != tag
+    assert crypto.account_tag(PEPPER, "hanna") != tag
+    assert b"hanne" not in tag
+
+
+# --------------------------------------------------------------------------
+# User key certificates
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_public_key_of_gives_the_pairs_public_half(suite: int) -> None:
+    pair = crypto.generate_keypair(suite)
+    assert crypto.public_key_of(pair.private_key) == pair.public_key
+    assert crypto.public_key_of(crypto.generate_keypair(suite).private_key) != pair.public_key
+    with pytest.raises(CryptoError):
+        crypto.public_key_of(pair.private_key[:-1])
+
+
+def _certified(seed: bytes, public_key: bytes) -> dict[str, object]:
+    parts: dict[str, object] = {
+        "user_id": 7,
+        "username": "hanne",
+        "key_version": 1,
+        "public_key": public_key,
+    }
+    parts["certificate"] = crypto.certify_user_key(seed, **parts)  # type: ignore[arg-type]
+    return parts
+
+
+def test_a_certificate_binds_key_user_id_username_and_version() -> None:
+    seed = crypto.signing_seed(b"an installation signing key of some length")
+    verifying = crypto.signing_public_key(seed)
+    public = crypto.generate_keypair().public_key
+    parts = _certified(seed, public)
+    assert crypto.user_key_certified(verifying, **parts)  # type: ignore[arg-type]
+    changes: list[dict[str, object]] = [
+        {"user_id": 8},
+        {"username": "hanna"},
+        {"key_version": 2},
+        {"public_key": crypto.generate_keypair().public_key},
+        {"certificate": None},
+        {"certificate": b""},
+        {"certificate": flip(parts["certificate"], 3)},  # type: ignore[arg-type]
+    ]
+    for change in changes:
+        assert not crypto.user_key_certified(verifying, **{**parts, **change})  # type: ignore[arg-type]
+    other = crypto.signing_public_key(crypto.signing_seed(b"another installation's key"))
+    assert not crypto.user_key_certified(other, **parts)  # type: ignore[arg-type]
+
+
+def test_the_certified_message_is_unambiguous() -> None:
+    # Moving a character between username and key must not give the same message.
+    first = crypto.user_key_message(user_id=1, username="ab", key_version=1, public_key=b"c")
+    second = crypto.user_key_message(user_id=1, username="a", key_version=1, public_key=b"bc")
+    third = crypto.user_key_message(user_id=11, username="", key_version=1, public_key=b"c")
+    assert len({first, second, third}) == 3

@@ -98,6 +98,7 @@ def serve(
         typer.echo(f"Refusing to start: {exc}", err=True)
         raise typer.Exit(2) from exc
     _warn_about_custodians(settings)
+    _warn_about_uncertified_keys(settings)
     typer.echo(f"Serving Varsling on http://{host}:{port}")
     # No access log: it would record reporters' IP addresses and user agents.
     uvicorn.run(
@@ -114,11 +115,33 @@ def _warn_about_custodians(settings: Settings) -> None:
     from varsling.reports.service import list_units
 
     with _transaction(settings) as session:
-        lacking = [u.name for u in list_units(session) if not u.has_custodian]
+        units = list_units(session, verifying_key=settings.signing_public_key)
+        lacking = [u.name for u in units if not u.has_custodian]
     if lacking:
         typer.echo(
             "Note: no identity custodian on the chain of these units, so nobody can ever be "
             f"granted a reporter's identity there: {', '.join(lacking)}"
+        )
+
+
+def _warn_about_uncertified_keys(settings: Settings) -> None:
+    with _transaction(settings) as session:
+        flagged = accounts.uncertified_users(session, settings.signing_public_key)
+        missing = [u.username for u in flagged if u.key_certificate is None]
+        failing = [u.username for u in flagged if u.key_certificate is not None]
+    if failing:
+        typer.echo(
+            "WARNING: the public key of these accounts does not match its certificate, so "
+            "nothing is encrypted for them and they cannot log in. Their key, username or id "
+            "was changed in the database behind the service's back: find out how, and restore "
+            f"the account from a backup you trust: {', '.join(failing)}"
+        )
+    if missing:
+        typer.echo(
+            "WARNING: these accounts have no key certificate yet (made before certificates), "
+            "so nothing is encrypted for them and they cannot log in: "
+            f"{', '.join(missing)}. If the database is known to be intact (for instance right "
+            "after upgrading), run `varsling user certify-keys`."
         )
 
 
@@ -180,13 +203,43 @@ def user_add(
 
 @user_app.command("list")
 def user_list() -> None:
-    """List staff accounts with roles and units."""
-    with _transaction(_settings()) as session:
+    """List staff accounts with roles and units; flags keys whose certificate fails."""
+    settings = _settings()
+    verifying_key = settings.signing_public_key
+    with _transaction(settings) as session:
         for user in session.execute(select(User).order_by(User.id)).scalars():
             roles = ",".join(sorted(user.role_names))
             units = ",".join(str(u) for u in sorted(user.unit_ids)) or "-"
             state = "" if user.active else " (inactive)"
+            if not accounts.key_certified(user, verifying_key):
+                state += " KEY NOT CERTIFIED"
             typer.echo(f"{user.id}\t{user.username}\t{user.display_name}\t{roles}\t{units}{state}")
+
+
+@user_app.command("certify-keys")
+def user_certify_keys(
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Certify the keys of accounts made before certificates existed.
+
+    Only for a database known to be intact (for instance right after
+    upgrading): it trusts each stored key as it is. A key whose certificate
+    exists but fails is left flagged.
+    """
+    settings = _settings()
+    if not yes:
+        typer.confirm(
+            "This trusts every uncertified public key now in the database. Is the database "
+            "known to be intact?",
+            abort=True,
+        )
+    with _transaction(settings) as session:
+        certified = accounts.certify_existing_keys(session, settings, actor=audit.SYSTEM)
+        for user in certified:
+            fingerprint = crypto.key_fingerprint(user.public_key)
+            typer.echo(f"Certified {user.id}\t{user.username}\t{fingerprint}")
+    if not certified:
+        typer.echo("No account lacks a certificate; nothing to do.")
 
 
 @audit_app.command("verify")

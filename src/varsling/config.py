@@ -10,7 +10,14 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from varsling.crypto import Argon2Params, signing_public_key, signing_seed
+from varsling.crypto import (
+    ARGON2_MAX_MEMORY_KIB,
+    ARGON2_MAX_PARALLELISM,
+    ARGON2_MAX_TIME_COST,
+    Argon2Params,
+    signing_public_key,
+    signing_seed,
+)
 
 DEFAULT_SECRETS_FILE = Path("var/secrets.env")
 
@@ -53,9 +60,10 @@ class Settings(BaseSettings):
     password_pepper: SecretStr | None = None
 
     # Argon2id cost for passwords and case codes (DESIGN.md: 64 MiB, 3 passes, 1 lane).
-    argon2_time_cost: int = Field(default=3, ge=1)
-    argon2_memory_kib: int = Field(default=65536, ge=8)
-    argon2_parallelism: int = Field(default=1, ge=1)
+    # The ceilings are the ones crypto.Argon2Params.decode holds stored strings to.
+    argon2_time_cost: int = Field(default=3, ge=1, le=ARGON2_MAX_TIME_COST)
+    argon2_memory_kib: int = Field(default=65536, ge=8, le=ARGON2_MAX_MEMORY_KIB)
+    argon2_parallelism: int = Field(default=1, ge=1, le=ARGON2_MAX_PARALLELISM)
 
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
 

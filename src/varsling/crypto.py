@@ -117,6 +117,12 @@ def open_chunk(key: bytes, blob: bytes, *, context: bytes, index: int, last: boo
 # Argon2id
 
 
+# The most any stored parameter string may ask for (1 GiB, 20 passes, 8 lanes).
+ARGON2_MAX_MEMORY_KIB = 1024 * 1024
+ARGON2_MAX_TIME_COST = 20
+ARGON2_MAX_PARALLELISM = 8
+
+
 @dataclass(frozen=True)
 class Argon2Params:
     """Argon2id cost; stored beside every value derived with it."""
@@ -135,9 +141,14 @@ class Argon2Params:
         if match is None:
             raise CryptoError(f"unknown Argon2 parameter string: {text!r}")
         memory, time_cost, lanes = (int(g) for g in match.groups())
-        # Argon2's own minimums, so a bad string fails here and not at the next login.
+        # Argon2's own minimums, so a bad string fails here and not at the next login;
+        # and ceilings, so a database writer cannot make a login allocate terabytes.
         if time_cost < 1 or lanes < 1 or memory < 8 * lanes:
             raise CryptoError(f"Argon2 parameters out of range: {text!r}")
+        if memory > ARGON2_MAX_MEMORY_KIB or time_cost > ARGON2_MAX_TIME_COST:
+            raise CryptoError(f"Argon2 parameters above the allowed ceiling: {text!r}")
+        if lanes > ARGON2_MAX_PARALLELISM:
+            raise CryptoError(f"Argon2 parameters above the allowed ceiling: {text!r}")
         return cls(time_cost=time_cost, memory_kib=memory, parallelism=lanes)
 
 
@@ -170,10 +181,54 @@ def new_salt() -> bytes:
     return os.urandom(16)
 
 
-def derive_login(password: str, salt: bytes, params: Argon2Params) -> LoginSecrets:
-    """Split one Argon2id(password) into the stored verifier and the private-key key."""
-    # NFC, so the same password typed on another keyboard gives the same key.
-    root = argon2id(unicodedata.normalize("NFC", password).encode(), salt, params)
+# The scheme prefix of a peppered password's stored parameter string; a string
+# without it is the older scheme (Argon2id of the bare password).
+_PEPPERED_PREFIX = "hmac-sha256+"
+
+
+@dataclass(frozen=True)
+class PasswordParams:
+    """How a stored password verifier was made: Argon2id cost, and whether peppered."""
+
+    argon2: Argon2Params
+    peppered: bool = True
+
+    def encode(self) -> str:
+        return (_PEPPERED_PREFIX if self.peppered else "") + self.argon2.encode()
+
+    @classmethod
+    def decode(cls, text: str) -> PasswordParams:
+        if text.startswith(_PEPPERED_PREFIX):
+            return cls(Argon2Params.decode(text[len(_PEPPERED_PREFIX) :]), peppered=True)
+        return cls(Argon2Params.decode(text), peppered=False)
+
+
+def pepper_password(password: str, pepper: bytes) -> bytes:
+    """HMAC-SHA256 of the NFC password under the installation's password pepper."""
+    normalized = unicodedata.normalize("NFC", password).encode()
+    return hmac.new(pepper, context("varsling/password") + normalized, hashlib.sha256).digest()
+
+
+def account_tag(pepper: bytes, username: str) -> bytes:
+    """A keyed hash of a normalised username, to count its failed logins without naming it."""
+    normalized = unicodedata.normalize("NFC", username.strip().lower()).encode()
+    return hmac.new(pepper, context("varsling/login-account") + normalized, hashlib.sha256).digest()
+
+
+def derive_login(
+    password: str, salt: bytes, params: Argon2Params, *, pepper: bytes | None = None
+) -> LoginSecrets:
+    """Split one Argon2id(password) into the stored verifier and the private-key key.
+
+    With `pepper` the password is first keyed with HMAC, so a database dump
+    alone gives nothing to guess against; without it, the older scheme.
+    """
+    if pepper is not None:
+        secret = pepper_password(password, pepper)
+    else:
+        # NFC, so the same password typed on another keyboard gives the same key.
+        secret = unicodedata.normalize("NFC", password).encode()
+    root = argon2id(secret, salt, params)
     return LoginSecrets(
         verifier=hkdf(root, label="varsling/login/verifier"),
         key=hkdf(root, label="varsling/login/private-key"),
@@ -209,6 +264,22 @@ def generate_keypair(suite: int = DEFAULT_SUITE) -> KeyPair:
             tag + ml_public + x_public,
         )
     raise CryptoError(f"unknown key suite {suite}")
+
+
+def public_key_of(private_key: bytes) -> bytes:
+    """The tagged public key belonging to a tagged private key (either suite)."""
+    _, private = _load_private(private_key)
+    suite = private_key[:1]
+    if isinstance(private, x25519.X25519PrivateKey):
+        return suite + private.public_key().public_bytes_raw()
+    raw = private_key[1:]
+    ml_public = (
+        mlkem.MLKEM768PrivateKey.from_seed_bytes(raw[:_MLKEM768_SEED_BYTES])
+        .public_key()
+        .public_bytes_raw()
+    )
+    x_public = x25519.X25519PrivateKey.from_private_bytes(raw[_MLKEM768_SEED_BYTES:])
+    return suite + ml_public + x_public.public_key().public_bytes_raw()
 
 
 def _load_public(
@@ -396,6 +467,39 @@ def signature_valid(public_key: bytes, domain: str, message: bytes, signature: b
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+def user_key_message(*, user_id: int, username: str, key_version: int, public_key: bytes) -> bytes:
+    """What a user key certificate signs: the key bound to whose it is, and which version."""
+    return context("varsling/user-key", user_id, username, key_version, public_key)
+
+
+def certify_user_key(
+    seed: bytes, *, user_id: int, username: str, key_version: int, public_key: bytes
+) -> bytes:
+    """The installation's certificate (signature) over one user's public key."""
+    message = user_key_message(
+        user_id=user_id, username=username, key_version=key_version, public_key=public_key
+    )
+    return sign(seed, SIGN_CERTIFICATE, message)
+
+
+def user_key_certified(
+    verifying_key: bytes,
+    *,
+    user_id: int,
+    username: str,
+    key_version: int,
+    public_key: bytes,
+    certificate: bytes | None,
+) -> bool:
+    """Whether `certificate` certifies exactly this key for this user and version."""
+    if not certificate:
+        return False
+    message = user_key_message(
+        user_id=user_id, username=username, key_version=key_version, public_key=public_key
+    )
+    return signature_valid(verifying_key, SIGN_CERTIFICATE, message, certificate)
 
 
 def format_signing_public_key(public_key: bytes) -> str:

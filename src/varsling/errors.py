@@ -18,6 +18,11 @@ class VarslingError(Exception):
         super().__init__(message)
         self.message = message
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """Extra response headers the answer carries (none by default)."""
+        return {}
+
 
 class InvalidInput(VarslingError):
     status_code = 422
@@ -47,3 +52,18 @@ class Conflict(VarslingError):
 class PayloadTooLarge(VarslingError):
     status_code = 413
     code = "payload_too_large"
+
+
+class TooManyAttempts(VarslingError):
+    """Login attempts must wait; `retry_after` says how many seconds."""
+
+    status_code = 429
+    code = "too_many_attempts"
+
+    def __init__(self, retry_after: int, message: str | None = None) -> None:
+        self.retry_after = max(1, retry_after)
+        super().__init__(message or f"Too many attempts; try again in {self.retry_after} seconds.")
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}

@@ -19,6 +19,8 @@ def make_web_settings(tmp_path: Path, **overrides: object) -> Settings:
         "code_pepper": "test-pepper-" + "p" * 40,
         "code_salt": "test-salt-" + "s" * 40,
         "web_secret": "test-web-secret-" + "w" * 40,
+        "signing_key": "test-signing-key-" + "k" * 40,
+        "password_pepper": "test-password-pepper-" + "q" * 40,
         "database_url": f"sqlite:///{tmp_path}/web.db",
     }
     values.update(overrides)

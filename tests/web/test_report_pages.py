@@ -242,6 +242,30 @@ def test_form_lists_who_receives_it_and_offers_to_leave_each_out(
     assert SESSION_COOKIE in site.cookies
 
 
+def test_form_never_offers_a_handler_whose_key_is_not_certified(
+    site: TestClient, org: dict[str, int], db: Session
+) -> None:
+    """A database writer swapped Hanne's public key: the form leaves her out."""
+    from sqlalchemy import update
+
+    from varsling import crypto
+    from varsling.accounts.models import User
+
+    db.execute(
+        update(User)
+        .where(User.id == org["hanne"])
+        .values(public_key=crypto.generate_keypair().public_key)
+    )
+    db.commit()
+
+    page = open_form(site, org["bergen"], "en")
+
+    assert "Case handlers who receive it: Ola Olsen." in page
+    assert "Hanne Hansen" not in page
+    boxes = re.findall(r'name="excluded" value="(\d+)"', page)
+    assert [int(value) for value in boxes] == [org["ola"], org["nina"]]
+
+
 def test_form_says_when_nobody_can_be_granted_the_identity(
     site: TestClient, unit_without_custodian: int
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 
-from sqlalchemy import Boolean, Date, DateTime, ForeignKey, LargeBinary, String, Text
+from sqlalchemy import Boolean, Date, DateTime, ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from varsling.db import Base
@@ -49,6 +49,11 @@ class User(Base):
     password_verifier: Mapped[bytes] = mapped_column(LargeBinary)
     public_key: Mapped[bytes] = mapped_column(LargeBinary)
     sealed_private_key: Mapped[bytes] = mapped_column(LargeBinary)
+    # The installation signing key's certificate over (id, username, key_version,
+    # public_key): nothing is wrapped for a key whose certificate fails. None for
+    # accounts made before certificates existed.
+    key_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    key_certificate: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     # Loaded when asked for: routing loads many users and needs neither.
     roles: Mapped[list[UserRole]] = relationship(cascade="all, delete-orphan")

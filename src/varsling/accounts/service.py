@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import delete, select
@@ -23,7 +25,9 @@ from varsling.accounts.models import (
 )
 from varsling.config import Settings
 from varsling.db import in_transaction
-from varsling.errors import Conflict, InvalidInput, Unauthenticated
+from varsling.errors import Conflict, InvalidInput, TooManyAttempts, Unauthenticated
+
+log = logging.getLogger(__name__)
 
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,62}")
 MIN_PASSWORD_CHARS = 12
@@ -127,9 +131,11 @@ def create_user(
     if session.execute(select(User.id).where(User.username == username)).first():
         raise Conflict(f"The username {username!r} is taken.")
 
-    params = settings.argon2
+    params = current_password_params(settings)
     salt = crypto.new_salt()
-    login = crypto.derive_login(password, salt, params)
+    login = crypto.derive_login(
+        password, salt, params.argon2, pepper=settings.secret("password_pepper")
+    )
     pair = crypto.generate_keypair()
     user = User(
         username=username,
@@ -141,6 +147,7 @@ def create_user(
         password_verifier=login.verifier,
         public_key=pair.public_key,
         sealed_private_key=b"",
+        key_version=1,
         roles=[UserRole(role=r) for r in sorted(role_set)],
         memberships=[Membership(unit_id=u) for u in units],
     )
@@ -149,13 +156,78 @@ def create_user(
     user.sealed_private_key = crypto.seal_private_key(
         pair.private_key, login.key, owner=f"user:{user.id}"
     )
+    certify_key(settings, user)
     audit.record(
         session,
         actor=actor,
         action="user.created",
-        details={"user_id": user.id, "roles": sorted(role_set), "unit_ids": units},
+        details={
+            "user_id": user.id,
+            "roles": sorted(role_set),
+            "unit_ids": units,
+            "key_version": user.key_version,
+        },
     )
     return user
+
+
+# --------------------------------------------------------------------------
+# Certified public keys
+
+
+def certify_key(settings: Settings, user: User) -> None:
+    """Certify the user's current public key, id, username and key version.
+
+    Call wherever a key is made or changed; the caller audits it.
+    """
+    user.key_certificate = crypto.certify_user_key(
+        settings.signing_seed,
+        user_id=user.id,
+        username=user.username,
+        key_version=user.key_version,
+        public_key=user.public_key,
+    )
+
+
+def key_certified(user: User, verifying_key: bytes) -> bool:
+    """Whether the user's stored key is the one the installation certified for them."""
+    return crypto.user_key_certified(
+        verifying_key,
+        user_id=user.id,
+        username=user.username,
+        key_version=user.key_version,
+        public_key=user.public_key,
+        certificate=user.key_certificate,
+    )
+
+
+def uncertified_users(session: Session, verifying_key: bytes) -> list[User]:
+    """Every account whose public key certificate is missing or fails."""
+    users = session.execute(select(User).order_by(User.id)).scalars()
+    return [u for u in users if not key_certified(u, verifying_key)]
+
+
+def certify_existing_keys(session: Session, settings: Settings, *, actor: str) -> list[User]:
+    """Certify the keys of accounts that have no certificate yet (made before certificates).
+
+    For upgrading an installation whose database is known to be intact: it
+    trusts the stored keys as they are. Accounts whose certificate exists but
+    fails are left alone: that is tampering, not age.
+    """
+    certified = []
+    for user in session.execute(
+        select(User).where(User.key_certificate.is_(None)).order_by(User.id)
+    ).scalars():
+        certify_key(settings, user)
+        audit.record(
+            session,
+            actor=actor,
+            action="user.key_certified",
+            details={"user_id": user.id, "key_version": user.key_version, "how": "command"},
+        )
+        certified.append(user)
+    session.flush()
+    return certified
 
 
 # --------------------------------------------------------------------------
@@ -163,6 +235,12 @@ def create_user(
 
 # Used to spend the same Argon2id time for an unknown username as for a known one.
 _DUMMY_SALT = b"varsling-no-user"
+BLOCKED_MESSAGE = "Too many failed logins for this account; try again in {seconds} seconds."
+
+
+def current_password_params(settings: Settings) -> crypto.PasswordParams:
+    """The scheme new and re-derived password verifiers are made with: peppered."""
+    return crypto.PasswordParams(settings.argon2, peppered=True)
 
 
 @dataclass(frozen=True)
@@ -181,7 +259,7 @@ class StaffPrincipal:
 class _LoginRecord:
     user_id: int
     salt: bytes
-    params: crypto.Argon2Params
+    params: crypto.PasswordParams | None  # None: the stored string is refused
     verifier: bytes
 
 
@@ -191,15 +269,63 @@ def _login_record(session: Session, username: str) -> _LoginRecord | None:
     ).scalar_one_or_none()
     if user is None or not user.active:
         return None
-    params = crypto.Argon2Params.decode(user.password_params)
+    try:
+        params: crypto.PasswordParams | None = crypto.PasswordParams.decode(user.password_params)
+    except crypto.CryptoError:
+        # A database writer may have asked for a terabyte of memory: never run it.
+        log.error("refusing the stored password parameters of user %s", user.id)
+        params = None
     return _LoginRecord(user.id, user.password_salt, params, user.password_verifier)
 
 
 def _derive(record: _LoginRecord | None, password: str, settings: Settings) -> crypto.LoginSecrets:
-    # An unknown username costs the same Argon2id run as a known one.
-    if record is None:
-        return crypto.derive_login(password, _DUMMY_SALT, settings.argon2)
-    return crypto.derive_login(password, record.salt, record.params)
+    pepper = settings.secret("password_pepper")
+    # An unknown username (or refused parameters) costs the same Argon2id run as a known one.
+    if record is None or record.params is None:
+        return crypto.derive_login(password, _DUMMY_SALT, settings.argon2, pepper=pepper)
+    return crypto.derive_login(
+        password,
+        record.salt,
+        record.params.argon2,
+        pepper=pepper if record.params.peppered else None,
+    )
+
+
+def check_backoff(session: Session, account: bytes, username: str) -> int | None:
+    """Seconds the account must still wait (audited), or None; before any Argon2id run."""
+    remaining = throttle.backoff_remaining(session, account)
+    if remaining is None:
+        return None
+    user_id = session.execute(
+        select(User.id).where(User.username == username.strip().lower())
+    ).scalar_one_or_none()
+    _audit_blocked(session, f"user:{user_id}" if user_id is not None else audit.SYSTEM, remaining)
+    return remaining
+
+
+def _audit_blocked(session: Session, actor: str, remaining: int) -> None:
+    audit.record(
+        session, actor=actor, action="user.login_blocked", details={"retry_after": remaining}
+    )
+
+
+@dataclass(frozen=True)
+class LoginOutcome:
+    """A session token (None when refused), the private key when the password verifier
+    must be made again under the current scheme, or the seconds to wait when blocked."""
+
+    token: str | None
+    rehash_private_key: bytes | None = None
+    retry_after: int | None = None
+
+
+def _refuse(
+    session: Session, account: bytes, actor: str, action: str, details: dict[str, object]
+) -> LoginOutcome:
+    throttle.note_failure(session, throttle.Counter.STAFF_LOGIN)
+    throttle.note_account_failure(session, account)
+    audit.record(session, actor=actor, action=action, details=details)
+    return LoginOutcome(None)
 
 
 def finish_login(
@@ -207,28 +333,67 @@ def finish_login(
     settings: Settings,
     record: _LoginRecord | None,
     secrets: crypto.LoginSecrets,
-) -> str | None:
-    """Check the verifier, open the private key and start a session; None when wrong.
+    account: bytes,
+) -> LoginOutcome:
+    """Check the verifier, open the private key, check it is the certified one, start a session.
 
-    A failure is counted and audited, so the caller must commit, not raise.
+    A refusal is counted and audited, so the caller must commit, not raise.
     """
+    # Another attempt may have started the backoff while this one ran Argon2id.
+    remaining = throttle.claim_account(session, account)
+    if remaining is not None:
+        actor = f"user:{record.user_id}" if record is not None else audit.SYSTEM
+        _audit_blocked(session, actor, remaining)
+        return LoginOutcome(None, retry_after=remaining)
     user = session.get(User, record.user_id) if record is not None else None
+    if record is not None and record.params is None:
+        return _refuse(
+            session,
+            account,
+            f"user:{record.user_id}",
+            "user.login_failed",
+            {"reason": "password_params_refused"},
+        )
     if (
         record is None
+        or record.params is None
         or user is None
         or not user.active
         or not crypto.verifier_matches(user.password_verifier, secrets.verifier)
     ):
-        throttle.note_failure(session, throttle.Counter.STAFF_LOGIN)
+        return _refuse(
+            session,
+            account,
+            f"user:{record.user_id}" if record is not None else audit.SYSTEM,
+            "user.login_failed",
+            {},
+        )
+    try:
+        private_key = crypto.open_private_key(
+            user.sealed_private_key, secrets.key, owner=f"user:{user.id}"
+        )
+        problem = _key_problem(settings, user, private_key, peppered=record.params.peppered)
+    except crypto.CryptoError:
+        # The right password, yet the sealed key does not open: it was replaced.
+        problem = "private_key_unreadable"
+    if problem is not None:
+        # Answered like a wrong password: the caller learns nothing about why.
+        return _refuse(
+            session,
+            account,
+            f"user:{user.id}",
+            "user.login_refused_key",
+            {"user_id": user.id, "reason": problem},
+        )
+    if user.key_certificate is None:
+        certify_key(settings, user)
         audit.record(
             session,
-            actor=f"user:{record.user_id}" if record is not None else audit.SYSTEM,
-            action="user.login_failed",
+            actor=f"user:{user.id}",
+            action="user.key_certified",
+            details={"user_id": user.id, "key_version": user.key_version, "how": "login"},
         )
-        return None
-    private_key = crypto.open_private_key(
-        user.sealed_private_key, secrets.key, owner=f"user:{user.id}"
-    )
+    throttle.clear_account(session, account)
     token = crypto.new_token()
     token_secrets = crypto.derive_token(token)
     now = utcnow()
@@ -244,17 +409,103 @@ def finish_login(
         )
     )
     audit.record(session, actor=f"user:{user.id}", action="user.login")
-    return token
+    rehash = record.params != current_password_params(settings)
+    return LoginOutcome(token, private_key if rehash else None)
+
+
+def _key_problem(
+    settings: Settings, user: User, private_key: bytes, *, peppered: bool
+) -> str | None:
+    """Why the opened private key may not be used, or None when it may.
+
+    The private key opened with the password proves possession: its public
+    half must be the stored key, and the stored key must be certified. An
+    account made before certificates (no certificate at all) is certified at
+    this login, but only when the password checked out under the pepper: the
+    older scheme needs no secret, so a database writer could forge it.
+    """
+    if crypto.public_key_of(private_key) != user.public_key:
+        return "key_mismatch"
+    if user.key_certificate is None:
+        return None if peppered else "not_certified"
+    if not key_certified(user, settings.signing_public_key):
+        return "certificate_invalid"
+    return None
+
+
+def store_rehash(
+    session: Session,
+    settings: Settings,
+    user_id: int,
+    old_verifier: bytes,
+    salt: bytes,
+    secrets: crypto.LoginSecrets,
+    private_key: bytes,
+) -> None:
+    """Store a password verifier made again under the current scheme, re-sealing the key."""
+    user = session.get(User, user_id, with_for_update=True)
+    if user is None or user.password_verifier != old_verifier:
+        return  # the password changed meanwhile: leave the newer one be
+    params = current_password_params(settings)
+    user.password_salt = salt
+    user.password_params = params.encode()
+    user.password_verifier = secrets.verifier
+    user.sealed_private_key = crypto.seal_private_key(
+        private_key, secrets.key, owner=f"user:{user.id}"
+    )
+    audit.record(
+        session,
+        actor=f"user:{user.id}",
+        action="user.password_rehashed",
+        details={"user_id": user.id, "params": params.encode()},
+    )
 
 
 async def sign_in_staff(
     maker: sessionmaker[Session], settings: Settings, *, username: str, password: str
 ) -> str | None:
-    """The whole staff login, for async routes: Argon2id never runs inside a transaction."""
+    """The whole staff login, for async routes: Argon2id never runs inside a transaction.
+
+    The account's backoff is checked first and, while it lasts, refuses
+    without running Argon2id (TooManyAttempts); then the global limit.
+    """
+    account = crypto.account_tag(settings.secret("password_pepper"), username)
+    blocked = await run_in_threadpool(in_transaction, maker, check_backoff, account, username)
+    if blocked is not None:
+        raise TooManyAttempts(blocked, BLOCKED_MESSAGE.format(seconds=blocked))
     await throttle.pause(maker, settings, throttle.Counter.STAFF_LOGIN)
     record = await run_in_threadpool(in_transaction, maker, _login_record, username)
     secrets = await run_in_threadpool(_derive, record, password, settings)
-    return await run_in_threadpool(in_transaction, maker, finish_login, settings, record, secrets)
+    outcome = await run_in_threadpool(
+        in_transaction, maker, finish_login, settings, record, secrets, account
+    )
+    if outcome.retry_after is not None:
+        raise TooManyAttempts(
+            outcome.retry_after, BLOCKED_MESSAGE.format(seconds=outcome.retry_after)
+        )
+    if outcome.rehash_private_key is not None and record is not None:
+        salt = crypto.new_salt()
+        fresh = await run_in_threadpool(
+            partial(
+                crypto.derive_login,
+                password,
+                salt,
+                settings.argon2,
+                pepper=settings.secret("password_pepper"),
+            )
+        )
+        await run_in_threadpool(
+            in_transaction,
+            maker,
+            store_rehash,
+            settings,
+            record.user_id,
+            record.verifier,
+            salt,
+            fresh,
+            outcome.rehash_private_key,
+        )
+    return outcome.token
 
 
 def purge_expired_sessions(session: Session, now: dt.datetime) -> None:

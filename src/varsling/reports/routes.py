@@ -38,7 +38,7 @@ def _settings(request: Request) -> Settings:
 
 
 @router.get("/units", response_model=list[UnitOut])
-def list_units(session: DbSession) -> list[UnitOut]:
+def list_units(request: Request, session: DbSession) -> list[UnitOut]:
     return [
         UnitOut(
             id=u.id,
@@ -48,7 +48,7 @@ def list_units(session: DbSession) -> list[UnitOut]:
             recipients=[asdict(r) for r in u.recipients],
             identity_custodian=u.has_custodian,
         )
-        for u in service.list_units(session)
+        for u in service.list_units(session, verifying_key=_settings(request).signing_public_key)
     ]
 
 

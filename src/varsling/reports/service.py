@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
@@ -19,6 +19,7 @@ from varsling.accounts.models import LoginSession, Role, Unit, User
 from varsling.accounts.service import (
     coarse_expiry,
     find_session,
+    key_certified,
     members_by_unit,
     purge_expired_sessions,
     unit_chain,
@@ -58,13 +59,19 @@ class Routing:
     unit: Unit  # the unit whose handlers receive the report
     handlers: list[User]
     custodians: list[User]
+    # People who would have received it but whose key certificate fails: never wrapped for.
+    rejected: list[User] = field(default_factory=list)
 
 
-def route(session: Session, unit_id: int, excluded: Iterable[int] = ()) -> Routing:
+def route(
+    session: Session, unit_id: int, excluded: Iterable[int] = (), *, verifying_key: bytes
+) -> Routing:
     """Who receives a report made about `unit_id`, leaving out the excluded.
 
     The unit's handlers receive it; when none is left, the parent's, and so
     on up. Custodians of the unit and every ancestor receive the identity key.
+    Someone whose public key the installation has not certified (`verifying_key`)
+    cannot receive, exactly as if excluded, and is named in `rejected`.
     """
     chain = unit_chain(session, unit_id)
     if not chain:
@@ -73,17 +80,26 @@ def route(session: Session, unit_id: int, excluded: Iterable[int] = ()) -> Routi
     unit_ids = [unit.id for unit in chain]
     custodians_by_unit = members_by_unit(session, unit_ids, Role.CUSTODIAN)
     handlers_by_unit = members_by_unit(session, unit_ids, Role.HANDLER)
-    custodians = {
-        u.id: u
-        for unit in chain
-        for u in custodians_by_unit.get(unit.id, [])
-        if u.id not in left_out
-    }
+    certified = _certification(
+        [*custodians_by_unit.values(), *handlers_by_unit.values()], verifying_key
+    )
+    rejected: dict[int, User] = {}
+    custodians: dict[int, User] = {}
     for unit in chain:
-        handlers = [u for u in handlers_by_unit.get(unit.id, []) if u.id not in left_out]
+        for u in custodians_by_unit.get(unit.id, []):
+            if u.id not in left_out:
+                (custodians if certified[u.id] else rejected)[u.id] = u
+    for unit in chain:
+        handlers = []
+        for u in handlers_by_unit.get(unit.id, []):
+            if u.id not in left_out:
+                if certified[u.id]:
+                    handlers.append(u)
+                else:
+                    rejected[u.id] = u
         if handlers:
-            return Routing(unit, handlers, list(custodians.values()))
-    if not any(handlers_by_unit.values()):
+            return Routing(unit, handlers, list(custodians.values()), list(rejected.values()))
+    if not any(certified[u.id] for users in handlers_by_unit.values() for u in users):
         raise NoHandlers(
             "No case handler is set up for this unit or any unit above it, so nobody can "
             "receive the report. The ethics committee must add one."
@@ -94,15 +110,27 @@ def route(session: Session, unit_id: int, excluded: Iterable[int] = ()) -> Routi
     )
 
 
+def _certification(groups: Iterable[list[User]], verifying_key: bytes) -> dict[int, bool]:
+    """Each user's certificate checked once."""
+    return {u.id: key_certified(u, verifying_key) for users in groups for u in users}
+
+
 class NoHandlers(InvalidInput):
     """Nobody at all can receive reports for a unit: an installation problem."""
 
 
-def custodians_on_chain(session: Session, unit_id: int) -> list[User]:
-    """Identity custodians of the unit and its ancestors."""
+def custodians_on_chain(session: Session, unit_id: int, *, verifying_key: bytes) -> list[User]:
+    """Identity custodians of the unit and its ancestors whose keys are certified."""
     chain = [unit.id for unit in unit_chain(session, unit_id)]
     found = members_by_unit(session, chain, Role.CUSTODIAN)
-    return list({u.id: u for unit in chain for u in found.get(unit, [])}.values())
+    return list(
+        {
+            u.id: u
+            for unit in chain
+            for u in found.get(unit, [])
+            if key_certified(u, verifying_key)
+        }.values()
+    )
 
 
 @dataclass(frozen=True)
@@ -115,16 +143,16 @@ class UnitListing:
     has_custodian: bool
 
 
-def list_units(session: Session) -> list[UnitListing]:
+def list_units(session: Session, *, verifying_key: bytes) -> list[UnitListing]:
     """Every unit with the handlers who would receive a report made there."""
     out = []
     for unit in session.execute(select(Unit).order_by(Unit.id)).scalars():
         try:
-            routing = route(session, unit.id)
+            routing = route(session, unit.id, verifying_key=verifying_key)
             recipients = [Recipient(u.id, u.display_name) for u in routing.handlers]
         except InvalidInput:
             recipients = []
-        has_custodian = bool(custodians_on_chain(session, unit.id))
+        has_custodian = bool(custodians_on_chain(session, unit.id, verifying_key=verifying_key))
         out.append(
             UnitListing(unit.id, unit.name, unit.kind, unit.parent_id, recipients, has_custodian)
         )
@@ -140,8 +168,17 @@ def _reporter_context(case_id: str) -> bytes:
 
 
 def _wrap_for(
-    session: Session, case_id: str, user: User, purpose: KeyPurpose, key: bytes, today: dt.date
+    session: Session,
+    verifying_key: bytes,
+    case_id: str,
+    user: User,
+    purpose: KeyPurpose,
+    key: bytes,
+    today: dt.date,
 ) -> None:
+    # Routing has left out uncertified keys already; this is the last line.
+    if not key_certified(user, verifying_key):
+        raise crypto.CryptoError(f"refusing to wrap for the uncertified key of user {user.id}")
     session.add(
         CaseKey(
             case_id=case_id,
@@ -233,7 +270,8 @@ def submit_report(
     for user_id in excluded_ids:
         if session.get(User, user_id) is None:
             raise InvalidInput(f"There is no recipient with id {user_id} to exclude.")
-    routing = route(session, unit_id, excluded_ids)
+    verifying_key = settings.signing_public_key
+    routing = route(session, unit_id, excluded_ids, verifying_key=verifying_key)
 
     case_id, case_key = prepared.case_id, prepared.case_key
     identity_key = crypto.new_key()
@@ -252,9 +290,20 @@ def submit_report(
         CaseExclusion(case_id=case_id, user_id=u, reason="reporter") for u in excluded_ids
     )
     for handler in routing.handlers:
-        _wrap_for(session, case_id, handler, KeyPurpose.CASE, case_key, today)
+        _wrap_for(session, verifying_key, case_id, handler, KeyPurpose.CASE, case_key, today)
     for custodian in routing.custodians:
-        _wrap_for(session, case_id, custodian, KeyPurpose.IDENTITY, identity_key, today)
+        _wrap_for(
+            session, verifying_key, case_id, custodian, KeyPurpose.IDENTITY, identity_key, today
+        )
+    for user in routing.rejected:
+        # In the reporter's chain (the day only): a staff-chain event would time the report.
+        audit.record(
+            session,
+            actor=audit.REPORTER,
+            action="key.rejected",
+            case_id=case_id,
+            details={"user_id": user.id},
+        )
     session.add(
         ReporterAccess(
             case_id=case_id,

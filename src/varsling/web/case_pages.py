@@ -29,7 +29,7 @@ from varsling.cases import attachments
 from varsling.cases.routes import download_response
 from varsling.config import Settings
 from varsling.db import DbSession, in_transaction
-from varsling.errors import NotFound, Unauthenticated, VarslingError
+from varsling.errors import NotFound, TooManyAttempts, Unauthenticated, VarslingError
 from varsling.reports import service
 from varsling.reports.service import ReporterPrincipal
 from varsling.reports.uploads import FileProblem, ParsedForm, read_multipart
@@ -247,9 +247,29 @@ async def follow_up_login(request: Request, language: PageLanguage) -> Response:
     token = rotate_session_cookie(request, response)
     opened = None
     if case_code.strip():
-        opened = await service.sign_in_reporter(
-            _maker(request), settings, case_code=case_code, token=token, channel=WEB
-        )
+        try:
+            opened = await service.sign_in_reporter(
+                _maker(request), settings, case_code=case_code, token=token, channel=WEB
+            )
+        except TooManyAttempts as busy:
+            limit_session_cookie(request, FORM_TOKEN_SECONDS)
+            message = _translate(
+                request,
+                language,
+                N_(
+                    "Many case codes are being tried right now, so the service is slowed down "
+                    "for everyone. Wait %(seconds)s seconds, then try again."
+                ),
+            ) % {"seconds": busy.retry_after}
+            page = _render_follow_up(
+                request,
+                language,
+                case_code=case_code,
+                errors=[FieldError(CODE_INPUT, message)],
+                status_code=429,
+            )
+            page.headers.update(busy.headers)
+            return page
     if opened is None:
         # The fresh cookie value now only binds form tokens, for the usual time.
         limit_session_cookie(request, FORM_TOKEN_SECONDS)

@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from varsling.accounts.models import Role, UnitKind, User
-from varsling.accounts.service import members_by_unit, unit_chain, utcnow
+from varsling.accounts.service import key_certified, members_by_unit, unit_chain, utcnow
 from varsling.cases.models import Category
 from varsling.config import Settings
 from varsling.db import DbSession, in_transaction
@@ -251,38 +251,43 @@ def _name_key(name: str) -> str:
     return name.casefold().translate(_NORWEGIAN_ORDER)
 
 
-def _load_catalogue(session: Session) -> UnitCatalogue:
-    return UnitCatalogue(service.list_units(session))
+def _load_catalogue(session: Session, verifying_key: bytes) -> UnitCatalogue:
+    return UnitCatalogue(service.list_units(session, verifying_key=verifying_key))
 
 
-def _load_choices(session: Session, unit_id: int) -> tuple[UnitCatalogue, ReportChoices | None]:
-    catalogue = _load_catalogue(session)
+def _load_choices(
+    session: Session, verifying_key: bytes, unit_id: int
+) -> tuple[UnitCatalogue, ReportChoices | None]:
+    catalogue = _load_catalogue(session, verifying_key)
     unit = catalogue.find(unit_id)
     if unit is None:
         return catalogue, None
-    destinations = [_destination(session, "unit", unit)]
+    destinations = [_destination(session, verifying_key, "unit", unit)]
     root = catalogue.root
     if root is not None and root.id != unit.id:
         here = {r.id for r in unit.recipients}
         there = {r.id for r in root.recipients}
         # When the report already goes to the national level, there is nothing to choose.
         if here != there:
-            destinations.append(_destination(session, NATIONAL_CHOICE, root))
+            destinations.append(_destination(session, verifying_key, NATIONAL_CHOICE, root))
     seen: set[int] = set()
-    levels = _fallback_levels(session, unit.id, seen)
+    levels = _fallback_levels(session, verifying_key, unit.id, seen)
     if len(destinations) > 1:
         levels += [
             FallbackLevel(level.unit_name, level.recipients, first=False, national_only=True)
-            for level in _fallback_levels(session, destinations[1].unit.id, seen)
+            for level in _fallback_levels(session, verifying_key, destinations[1].unit.id, seen)
         ]
     return catalogue, ReportChoices(unit, destinations, levels)
 
 
-def _fallback_levels(session: Session, unit_id: int, seen: set[int]) -> list[FallbackLevel]:
+def _fallback_levels(
+    session: Session, verifying_key: bytes, unit_id: int, seen: set[int]
+) -> list[FallbackLevel]:
     """The unit's case handlers, then each unit above with people not yet in `seen`.
 
     This is the order `service.route` follows: a unit whose handlers are all
     listed already is reached only when they are all left out, so it is skipped.
+    Nobody whose key is not certified is listed: they cannot receive.
     """
     levels: list[FallbackLevel] = []
     chain = unit_chain(session, unit_id)
@@ -291,7 +296,7 @@ def _fallback_levels(session: Session, unit_id: int, seen: set[int]) -> list[Fal
         new = [
             Recipient(user.id, user.display_name)
             for user in handlers.get(unit.id, [])
-            if user.id not in seen
+            if user.id not in seen and key_certified(user, verifying_key)
         ]
         if new:
             seen.update(r.id for r in new)
@@ -306,22 +311,25 @@ class NotOffered(Exception):
     """The report would reach someone the form did not name (handlers changed meanwhile)."""
 
 
-def _check_routing(session: Session, unit_id: int, excluded: set[int], offered: set[int]) -> None:
+def _check_routing(
+    session: Session, verifying_key: bytes, unit_id: int, excluded: set[int], offered: set[int]
+) -> None:
     """Raise unless the report reaches someone, and only people the form named."""
-    routing = service.route(session, unit_id, excluded)  # InvalidInput: nobody is left
+    # InvalidInput: nobody is left
+    routing = service.route(session, unit_id, excluded, verifying_key=verifying_key)
     if any(handler.id not in offered for handler in routing.handlers):
         raise NotOffered
 
 
 def _load_for_sending(
-    session: Session, unit_id: int, draft: ReportDraft
+    session: Session, verifying_key: bytes, unit_id: int, draft: ReportDraft
 ) -> tuple[UnitCatalogue, ReportChoices | None, SendProblem | None]:
     """The form's choices, `draft.excluded` cut to people offered, and what stops sending.
 
     `draft.offered` is who the form the reporter saw named; a post without it
     (not from our form) is held to who the form would name now.
     """
-    catalogue, choices = _load_choices(session, unit_id)
+    catalogue, choices = _load_choices(session, verifying_key, unit_id)
     if choices is None:
         return catalogue, None, None
     now_offered = {r.id for r in choices.handlers}
@@ -334,7 +342,11 @@ def _load_for_sending(
     draft.excluded &= draft.offered | now_offered
     try:
         _check_routing(
-            session, choices.destination(draft.destination).unit.id, draft.excluded, draft.offered
+            session,
+            verifying_key,
+            choices.destination(draft.destination).unit.id,
+            draft.excluded,
+            draft.offered,
         )
     except NoHandlers:
         return catalogue, choices, "nobody_set_up"
@@ -345,9 +357,11 @@ def _load_for_sending(
     return catalogue, choices, None
 
 
-def _destination(session: Session, value: str, unit: UnitListing) -> Destination:
+def _destination(
+    session: Session, verifying_key: bytes, value: str, unit: UnitListing
+) -> Destination:
     try:
-        receiving = service.route(session, unit.id).unit.name
+        receiving = service.route(session, unit.id, verifying_key=verifying_key).unit.name
     except InvalidInput:
         receiving = unit.name
     return Destination(value, unit, receiving, unit.recipients)
@@ -603,15 +617,18 @@ def report_form(
 ) -> HTMLResponse:
     """Step 1 without `unit`; the whole form for a unit with it."""
     messages = _Messages(request, language)
+    verifying_key = _settings(request).signing_public_key
     if unit is None:
-        return _render_unit_step(request, language, _load_catalogue(session))
+        return _render_unit_step(request, language, _load_catalogue(session, verifying_key))
     if unit == NATIONAL_CHOICE:
-        root = _load_catalogue(session).root
+        root = _load_catalogue(session, verifying_key).root
         unit_id = root.id if root is not None else None
     else:
         unit_id = _unit_id(unit)
     catalogue, choices = (
-        _load_choices(session, unit_id) if unit_id is not None else (_load_catalogue(session), None)
+        _load_choices(session, verifying_key, unit_id)
+        if unit_id is not None
+        else (_load_catalogue(session, verifying_key), None)
     )
     if choices is None:
         error = (
@@ -640,7 +657,9 @@ async def send_report(request: Request, language: PageLanguage) -> HTMLResponse:
             max_files=settings.max_files_per_report,
         )
     except InvalidInput:
-        catalogue = await run_in_threadpool(in_transaction, maker, _load_catalogue)
+        catalogue = await run_in_threadpool(
+            in_transaction, maker, _load_catalogue, settings.signing_public_key
+        )
         return _render_unit_step(
             request,
             language,
@@ -673,7 +692,12 @@ async def _check_and_store(
     unit_id = _unit_id(form.first("unit"))
     draft = ReportDraft.from_form(form)
     catalogue, choices, problem = await run_in_threadpool(
-        in_transaction, maker, _load_for_sending, unit_id if unit_id is not None else -1, draft
+        in_transaction,
+        maker,
+        _load_for_sending,
+        settings.signing_public_key,
+        unit_id if unit_id is not None else -1,
+        draft,
     )
     if choices is None:
         return _render_unit_step(
@@ -742,7 +766,7 @@ async def _check_and_store(
         if errors:
             # Show who would receive it now.
             catalogue, reloaded = await run_in_threadpool(
-                in_transaction, maker, _load_choices, choices.unit.id
+                in_transaction, maker, _load_choices, settings.signing_public_key, choices.unit.id
             )
             if reloaded is not None:
                 choices = reloaded
@@ -793,7 +817,13 @@ def _submit(
     offered: set[int],
 ) -> Submission:
     # Checked again in the transaction that stores it: handlers may have changed.
-    _check_routing(session, report.unit_id, set(report.excluded_recipients), offered)
+    _check_routing(
+        session,
+        settings.signing_public_key,
+        report.unit_id,
+        set(report.excluded_recipients),
+        offered,
+    )
     service.spend_submission(session, settings, submission_id, utcnow().date())
     return service.submit_report(
         session,

@@ -12,10 +12,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Plain http on this machine: development, unless the environment says otherwise
+# (in production the session cookie is Secure and pages send HSTS).
 run: $(STAMP)
 	mkdir -p var
 	$(BIN)/varsling migrate
-	$(BIN)/varsling serve --host 127.0.0.1 --port 8000
+	VARSLING_ENVIRONMENT=$${VARSLING_ENVIRONMENT:-development} \
+		$(BIN)/varsling serve --host 127.0.0.1 --port 8000
 
 migrate: $(STAMP)
 	mkdir -p var

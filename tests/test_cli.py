@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from tests.conftest import TEST_SECRETS
 from tests.factories import PASSWORD, login, report
+from varsling.accounts.models import LoginSession
+from varsling.audit import AuditEvent
 
 
 def _varsling(
@@ -142,3 +147,25 @@ def test_keys_public_prints_the_verifying_key_and_its_fingerprint(database_url: 
     expected_seed = crypto.signing_seed(TEST_SECRETS["signing_key"].encode())
     assert public == crypto.signing_public_key(expected_seed)
     assert crypto.key_fingerprint(public) in shown.stderr
+
+
+def test_sessions_purge_prints_how_many_expired_sessions_it_removed(
+    database_url: str, db: Session
+) -> None:
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)
+    future = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    for expires_at in (past, past, future):
+        db.add(LoginSession(token_lookup=os.urandom(32), sealed_secret=b"x", expires_at=expires_at))
+    db.commit()
+
+    purged = _varsling(database_url, "sessions", "purge")
+
+    assert purged.returncode == 0, purged.stderr
+    assert purged.stdout.strip() == "Removed 2 expired sessions."
+    db.rollback()
+    assert len(db.scalars(select(LoginSession.id)).all()) == 1
+    event = db.scalars(select(AuditEvent).where(AuditEvent.action == "sessions.purged")).one()
+    assert (event.actor, event.details) == ("system", '{"count": 2}')
+    assert _varsling(database_url, "sessions", "purge").stdout.strip() == (
+        "Removed 0 expired sessions."
+    )

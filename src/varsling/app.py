@@ -110,6 +110,60 @@ async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> 
     await response(scope, receive, send)
 
 
+class ErrorGuard:
+    """The outermost layer: no exception gets past it, so none reaches the server's log.
+
+    Starlette answers an unexpected exception through the `Exception` handler
+    and then raises it again, and uvicorn would log it with its traceback,
+    whose messages and local variables can hold case content or codes. Here
+    it is logged as its type and the route's path template only; the client
+    gets the JSON 500 unless an answer had already begun.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:  # the guard's whole purpose: nothing escapes
+            log.error("unhandled %s on %s", type(exc).__name__, _route_template(scope))
+            if scope["type"] == "http" and not started:
+                await _internal_error(scope, receive, send)
+
+
+def _route_template(scope: Scope) -> str:
+    """The matched route's path template (`/api/v1/cases/{case_id}`), never the path itself."""
+    route = scope.get("route")
+    template = getattr(route, "path", None)
+    return template if isinstance(template, str) else "(no route)"
+
+
+async def _internal_error(scope: Scope, receive: Receive, send: Send) -> None:
+    response = JSONResponse(
+        error_body("internal_error", "Something went wrong; nothing was saved."), status_code=500
+    )
+    try:
+        await response(scope, receive, send)
+    except Exception as exc:  # the client went away; there is nobody left to answer
+        log.error("could not answer the error: %s", type(exc).__name__)
+
+
+class VarslingApp(FastAPI):
+    """FastAPI with `ErrorGuard` around everything, Starlette's own error layer included."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return ErrorGuard(super().build_middleware_stack())
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
@@ -163,7 +217,7 @@ def install_error_handlers(app: FastAPI) -> None:
 def create_app(settings: Settings) -> FastAPI:
     """The service. Refuses to start on unsafe settings (ConfigError)."""
     settings.check()
-    app = FastAPI(
+    app = VarslingApp(
         title="Varsling",
         version="0.1.0",
         description="Confidential, end-to-end encrypted whistleblowing service.",

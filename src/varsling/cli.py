@@ -30,10 +30,12 @@ unit_app = typer.Typer(help="Units of the organisation.", no_args_is_help=True)
 user_app = typer.Typer(help="Staff accounts.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 keys_app = typer.Typer(help="The installation signing key.", no_args_is_help=True)
+sessions_app = typer.Typer(help="Staff and reporter sessions.", no_args_is_help=True)
 app.add_typer(unit_app, name="unit")
 app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
+app.add_typer(sessions_app, name="sessions")
 
 
 def _settings() -> Settings:
@@ -272,6 +274,14 @@ def keys_public() -> None:
         raise typer.Exit(2) from exc
     typer.echo(crypto.format_signing_public_key(public))
     typer.echo(f"Fingerprint: {crypto.key_fingerprint(public)}", err=True)
+
+
+@sessions_app.command("purge")
+def sessions_purge() -> None:
+    """Remove every expired session (logins do it too); prints how many, audited."""
+    with _transaction(_settings()) as session:
+        removed = accounts.purge_sessions(session)
+    typer.echo(f"Removed {removed} expired sessions.")
 
 
 if __name__ == "__main__":

@@ -77,7 +77,18 @@ class Settings(BaseSettings):
 
     max_file_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     max_files_per_report: int = Field(default=10, ge=0)
-    secure_cookies: bool = False
+    # Unset: on in production (Secure `__Host-` cookie and HSTS), off in development.
+    secure_cookies: bool | None = None
+
+    @property
+    def secure_transport(self) -> bool:
+        """Whether the pages are served over TLS only: a Secure `__Host-` cookie and HSTS.
+
+        On unless turned off explicitly (VARSLING_SECURE_COOKIES=false) or in development.
+        """
+        if self.secure_cookies is not None:
+            return self.secure_cookies
+        return self.environment == "production"
 
     @property
     def argon2(self) -> Argon2Params:

@@ -99,6 +99,14 @@ def hkdf(secret: bytes, *, label: str, length: int = KEY_BYTES) -> bytes:
     )
 
 
+def version_tag(key: bytes, case_id: str, version: int) -> str:
+    """An opaque tag for one version of a case's sealed manifest (HMAC under a key
+    derived from the case key): only a key holder can make it or tell versions apart."""
+    tag_key = hkdf(key, label="varsling/manifest-tag")
+    message = context("varsling/manifest", case_id, version)
+    return hmac.new(tag_key, message, hashlib.sha256).hexdigest()[:32]
+
+
 # --------------------------------------------------------------------------
 # Chunked sealing for files: each chunk knows its index and whether it is last
 

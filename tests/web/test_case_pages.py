@@ -13,7 +13,7 @@ import httpx
 import pytest
 from babel.dates import format_date
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from tests.conftest import make_settings
@@ -668,3 +668,44 @@ def test_the_language_switch_is_only_hidden_where_it_would_lose_text(
     assert ended.status_code == 401
     assert "language-switch__list" not in ended.text
     assert "so that what you wrote is not lost" in ended.text
+
+
+# --------------------------------------------------------------------------
+# Tampering behind the service's back
+
+
+@pytest.mark.parametrize(
+    ("language", "heading"),
+    [
+        ("nb", "Saken din kan være endret av noen utenfor tjenesten"),
+        ("nn", "Saka di kan vere endra av nokon utanfor tenesta"),
+        ("en", "Your case may have been changed by someone outside the service"),
+    ],
+)
+def test_a_deleted_message_is_announced_on_the_case_page(
+    client: TestClient, case: Case, db: Session, language: str, heading: str
+) -> None:
+    written = client.post(
+        f"/api/v1/cases/{case.case_id}/messages",
+        json={"body": "Kan du fortelle mer?"},
+        headers=case.handler,
+    )
+    assert written.status_code == 201
+    page = logged_in(client, case.code, language)
+    assert heading not in page
+    db.rollback()
+    db.execute(
+        delete(CaseEntry).where(
+            CaseEntry.case_id == case.case_id, CaseEntry.kind == "handler_message"
+        )
+    )
+    db.commit()
+
+    page = client.get(f"/{language}/case").text
+
+    assert heading in page
+    assert 'role="alert"' in page
+    failed = db.scalars(
+        select(AuditEvent).where(AuditEvent.action == "case.integrity_failed")
+    ).all()
+    assert [(e.actor, e.details) for e in failed] == [("reporter", '{"problem": "entry_missing"}')]

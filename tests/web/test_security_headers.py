@@ -18,6 +18,7 @@ from varsling.web.routes import install_web
 from varsling.web.security import (
     CONTENT_SECURITY_POLICY,
     CSRF_FIELD,
+    SECURE_SESSION_COOKIE,
     SESSION_COOKIE,
     CsrfSigner,
     check_csrf,
@@ -201,19 +202,74 @@ def test_session_cookie_is_the_only_cookie_and_is_locked_down(form_client: TestC
     assert "secure" not in attributes
 
 
-def test_session_cookie_is_secure_behind_tls(
-    settings_factory: Callable[..., Settings],
-) -> None:
+def _cookie_app(settings: Settings) -> FastAPI:
     app = FastAPI()
-    install_web(app, settings_factory(secure_cookies=True))
+    install_web(app, settings)
 
     @app.get("/form")
     def form(request: Request, response: Response) -> dict[str, str]:
         return {"token": issue_csrf_token(request, response)}
 
-    response = TestClient(app).get("/form")
-    assert "secure" in response.headers["set-cookie"].lower().split("; ")
-    assert response.headers["strict-transport-security"].startswith("max-age=")
+    @app.post("/form")
+    def submit(request: Request, csrf_token: Annotated[str, Form()] = "") -> dict[str, str]:
+        return {"result": check_csrf(request, csrf_token)}
+
+    return app
+
+
+def test_in_production_the_cookie_is_secure_host_only_and_pages_send_hsts(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    settings = settings_factory(environment="production")
+    assert settings.secure_transport
+    browser = TestClient(_cookie_app(settings), base_url="https://testserver")
+
+    response = browser.get("/form")
+
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith(f"{SECURE_SESSION_COOKIE}=")
+    attributes = [part.strip().lower() for part in cookie.split(";")[1:]]
+    assert "secure" in attributes
+    assert "path=/" in attributes
+    assert not any(a.startswith("domain") for a in attributes)
+    hsts = response.headers["strict-transport-security"]
+    assert int(re.fullmatch(r"max-age=([0-9]+)", hsts).group(1)) >= 31536000  # type: ignore[union-attr]
+    # The browser sends the prefixed cookie back, and the form token checks out against it.
+    assert browser.post("/form", data={CSRF_FIELD: response.json()["token"]}).json() == {
+        "result": "ok"
+    }
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"environment": "development"}, {"environment": "production", "secure_cookies": False}],
+)
+def test_development_or_an_explicit_false_serves_plain_http(
+    settings_factory: Callable[..., Settings], overrides: dict[str, object]
+) -> None:
+    settings = settings_factory(**overrides)
+    assert not settings.secure_transport
+    browser = TestClient(_cookie_app(settings))
+
+    response = browser.get("/form")
+
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith(f"{SESSION_COOKIE}=")
+    assert "secure" not in cookie.lower().split("; ")
+    assert "strict-transport-security" not in response.headers
+    assert browser.post("/form", data={CSRF_FIELD: response.json()["token"]}).json() == {
+        "result": "ok"
+    }
+
+
+def test_secure_cookies_can_be_turned_on_in_development(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    response = TestClient(
+        _cookie_app(settings_factory(secure_cookies=True)), base_url="https://testserver"
+    ).get("/form")
+    assert response.headers["set-cookie"].startswith(f"{SECURE_SESSION_COOKIE}=")
+    assert response.headers["strict-transport-security"] == "max-age=31536000"
 
 
 def test_two_forms_in_one_page_share_one_cookie(form_client: TestClient) -> None:

@@ -8,9 +8,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any, cast
 
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from varsling import audit, crypto, throttle
@@ -508,8 +509,17 @@ async def sign_in_staff(
     return outcome.token
 
 
-def purge_expired_sessions(session: Session, now: dt.datetime) -> None:
-    session.execute(delete(LoginSession).where(LoginSession.expires_at < now))
+def purge_expired_sessions(session: Session, now: dt.datetime) -> int:
+    """Delete every expired staff and reporter session (done at each login); how many."""
+    result = session.execute(delete(LoginSession).where(LoginSession.expires_at < now))
+    return int(cast("CursorResult[Any]", result).rowcount)
+
+
+def purge_sessions(session: Session, now: dt.datetime | None = None) -> int:
+    """`varsling sessions purge`: the expired sessions removed, audited with their count."""
+    removed = purge_expired_sessions(session, now or utcnow())
+    audit.record(session, actor=audit.SYSTEM, action="sessions.purged", details={"count": removed})
+    return removed
 
 
 def coarse_expiry(now: dt.datetime, minutes: int) -> dt.datetime:

@@ -20,7 +20,8 @@ from typing import IO, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from varsling import crypto
+from varsling import audit, crypto
+from varsling.cases import manifest
 from varsling.cases.models import Attachment, AttachmentChunk
 
 CHUNK_BYTES = 64 * 1024
@@ -131,8 +132,11 @@ def store(
     uploaded_by: str,
     today: dt.date,
     entry_id: int | None = None,
+    actor: str | None = None,
 ) -> Attachment:
-    """Write a sealed file's chunks and its sealed name and type."""
+    """Write a sealed file's chunks and its sealed name and type, and add the file to
+    the case's manifest (`actor`, by default the reporter for their uploads, is who
+    is named if that finds the case tampered with)."""
     meta = json.dumps({"name": sealed.name, "content_type": sealed.content_type}).encode()
     attachment = Attachment(
         id=sealed.id,
@@ -152,6 +156,13 @@ def store(
             session.flush()
     session.flush()
     sealed.discard()
+    manifest.reseal(
+        session,
+        case_id,
+        key,
+        new_file=attachment,
+        actor=actor or (audit.REPORTER if uploaded_by == "reporter" else audit.SYSTEM),
+    )
     return attachment
 
 
@@ -171,13 +182,13 @@ def describe(attachment: Attachment, key: bytes) -> dict[str, Any]:
     }
 
 
-def list_for_case(session: Session, case_id: str, key: bytes) -> list[dict[str, Any]]:
+def for_case(session: Session, case_id: str) -> list[Attachment]:
     query = (
         select(Attachment)
         .where(Attachment.case_id == case_id)
         .order_by(Attachment.created_on, Attachment.id)
     )
-    return [describe(a, key) for a in session.execute(query).scalars()]
+    return list(session.execute(query).scalars())
 
 
 def find(session: Session, case_id: str, attachment_id: str) -> Attachment | None:

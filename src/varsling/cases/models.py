@@ -56,6 +56,9 @@ class Case(Base):
     closed_on: Mapped[dt.date | None] = mapped_column(Date)
     acknowledgement_due: Mapped[dt.date] = mapped_column(Date)
     feedback_due: Mapped[dt.date] = mapped_column(Date)
+    # Every entry and file of the case, sealed as a set under the case key
+    # (cases/manifest.py); None for a case from before manifests.
+    sealed_manifest: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class CaseKey(Base):

@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import BaseModel, StringConstraints
 
 from varsling.cases.models import Status
-from varsling.reports.schemas import FileOut, MessageIn, MessageOut, StrictModel
+from varsling.reports.schemas import FileOut, IntegrityOut, MessageIn, MessageOut, StrictModel
 
 
 class CaseSummaryOut(BaseModel):
@@ -39,6 +39,7 @@ class CaseOut(CaseSummaryOut):
     notes: list[NoteOut]
     outcome: str | None
     files: list[FileOut]
+    integrity: IntegrityOut
 
 
 class StatusIn(StrictModel):

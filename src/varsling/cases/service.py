@@ -14,8 +14,16 @@ from sqlalchemy.orm import Session
 
 from varsling import audit, crypto
 from varsling.accounts.service import StaffPrincipal
-from varsling.cases import attachments
-from varsling.cases.models import Case, CaseEntry, CaseKey, EntryKind, KeyPurpose, Status
+from varsling.cases import attachments, manifest
+from varsling.cases.models import (
+    Attachment,
+    Case,
+    CaseEntry,
+    CaseKey,
+    EntryKind,
+    KeyPurpose,
+    Status,
+)
 from varsling.errors import Conflict, InvalidInput, NotFound
 
 ACKNOWLEDGEMENT_DAYS = 7
@@ -79,8 +87,16 @@ def add_entry(
     payload: dict[str, Any],
     today: dt.date,
     author_id: int | None = None,
+    case_key: bytes | None = None,
 ) -> CaseEntry:
-    """Seal `payload` with the case key, bound to this case, kind and entry id."""
+    """Seal `payload` with `key`, bound to this case, kind and entry id, and add the
+    entry to the case's manifest.
+
+    The manifest is sealed under the case key: pass it as `case_key` when `key`
+    is another (the identity key).
+    """
+    if kind == EntryKind.IDENTITY and case_key is None:
+        raise ValueError("the identity entry needs the case key for the manifest")
     entry = CaseEntry(
         case_id=case_id, kind=kind.value, author_id=author_id, created_on=today, ciphertext=b""
     )
@@ -90,7 +106,13 @@ def add_entry(
     entry.ciphertext = crypto.seal(
         key, plaintext, context=entry_context(case_id, kind.value, entry.id)
     )
-    session.flush()
+    manifest.reseal(
+        session,
+        case_id,
+        case_key or key,
+        new_entry=entry,
+        actor=f"user:{author_id}" if author_id is not None else audit.REPORTER,
+    )
     return entry
 
 
@@ -102,6 +124,37 @@ def open_entry(entry: CaseEntry, key: bytes) -> dict[str, Any]:
     return payload
 
 
+class ContentReader:
+    """Opens a case's sealed content for one read, skipping (and counting) what does
+    not open, so one bad row is reported as an integrity problem, not a failed read."""
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+        self.unreadable = 0
+
+    def entry(self, entry: CaseEntry) -> dict[str, Any] | None:
+        try:
+            return open_entry(entry, self.key)
+        except (crypto.CryptoError, ValueError):
+            self.unreadable += 1
+            return None
+
+    def file(self, attachment: Attachment) -> dict[str, Any] | None:
+        try:
+            return attachments.describe(attachment, self.key)
+        except (crypto.CryptoError, ValueError, KeyError):
+            self.unreadable += 1
+            return None
+
+    def files(self, session: Session, case_id: str) -> list[dict[str, Any]]:
+        described = (self.file(a) for a in attachments.for_case(session, case_id))
+        return [d for d in described if d is not None]
+
+    def problem(self, found: str | None) -> str | None:
+        """The manifest's finding, or that some content did not open."""
+        return found or ("content_unreadable" if self.unreadable else None)
+
+
 def entries(session: Session, case_id: str, *kinds: EntryKind) -> list[CaseEntry]:
     query = (
         select(CaseEntry)
@@ -111,11 +164,13 @@ def entries(session: Session, case_id: str, *kinds: EntryKind) -> list[CaseEntry
     return list(session.execute(query).scalars())
 
 
-def thread(session: Session, case_id: str, key: bytes) -> list[dict[str, Any]]:
+def thread(session: Session, case_id: str, reader: ContentReader) -> list[dict[str, Any]]:
     """The messages between reporter and handlers, oldest first."""
     out = []
     for entry in entries(session, case_id, *MESSAGE_KINDS):
-        payload = open_entry(entry, key)
+        payload = reader.entry(entry)
+        if payload is None:
+            continue
         out.append(
             {
                 "author": "reporter" if entry.kind == EntryKind.REPORTER_MESSAGE else "handler",
@@ -127,9 +182,20 @@ def thread(session: Session, case_id: str, key: bytes) -> list[dict[str, Any]]:
     return out
 
 
-def outcome(session: Session, case_id: str, key: bytes) -> str | None:
-    written = entries(session, case_id, EntryKind.OUTCOME)
-    return open_entry(written[-1], key)["body"] if written else None
+def outcome(session: Session, case_id: str, reader: ContentReader) -> str | None:
+    for entry in reversed(entries(session, case_id, EntryKind.OUTCOME)):
+        payload = reader.entry(entry)
+        if payload is not None:
+            return str(payload["body"])
+    return None
+
+
+def first_entry(
+    session: Session, case_id: str, kind: EntryKind, reader: ContentReader
+) -> dict[str, Any] | None:
+    """The report or the identity (there is one of each at most)."""
+    found = entries(session, case_id, kind)
+    return reader.entry(found[0]) if found else None
 
 
 # --------------------------------------------------------------------------
@@ -202,27 +268,36 @@ def list_cases(session: Session, principal: StaffPrincipal, today: dt.date) -> l
 def read_case(
     session: Session, principal: StaffPrincipal, case_id: str, today: dt.date
 ) -> dict[str, Any]:
-    """The report (never the identity), the thread, notes and outcome; the read is audited."""
+    """The report (never the identity), the thread, notes and outcome, and whether
+    they are all there as written; the read is audited."""
     opened = open_case(session, principal, case_id)
-    report = entries(session, case_id, EntryKind.REPORT)
-    notes = [
-        {
-            "body": open_entry(e, opened.key)["body"],
-            "written_on": e.created_on.isoformat(),
-            "author_id": e.author_id,
-        }
-        for e in entries(session, case_id, EntryKind.NOTE)
-    ]
-    audit.record(session, actor=principal.actor, action="case.read", case_id=case_id)
-    return {
+    found = manifest.check(session, case_id, opened.key)
+    reader = ContentReader(opened.key)
+    notes = []
+    for entry in entries(session, case_id, EntryKind.NOTE):
+        payload = reader.entry(entry)
+        if payload is not None:
+            notes.append(
+                {
+                    "body": payload["body"],
+                    "written_on": entry.created_on.isoformat(),
+                    "author_id": entry.author_id,
+                }
+            )
+    answer = {
         **case_summary(opened.case, today),
-        "report": open_entry(report[0], opened.key) if report else None,
+        "report": first_entry(session, case_id, EntryKind.REPORT, reader),
         "has_identity": bool(entries(session, case_id, EntryKind.IDENTITY)),
-        "messages": thread(session, case_id, opened.key),
+        "messages": thread(session, case_id, reader),
         "notes": notes,
-        "outcome": outcome(session, case_id, opened.key),
-        "files": attachments.list_for_case(session, case_id, opened.key),
+        "outcome": outcome(session, case_id, reader),
+        "files": reader.files(session, case_id),
     }
+    audit.record(session, actor=principal.actor, action="case.read", case_id=case_id)
+    answer["integrity"] = manifest.answer(
+        session, case_id=case_id, actor=principal.actor, problem=reader.problem(found)
+    )
+    return answer
 
 
 def _write(
@@ -245,7 +320,13 @@ def _write(
         today=today,
         author_id=principal.user_id,
     )
-    audit.record(session, actor=principal.actor, action=action, case_id=case_id)
+    audit.record(
+        session,
+        actor=principal.actor,
+        action=action,
+        case_id=case_id,
+        details=manifest.audit_tag(session, case_id, opened.key),
+    )
 
 
 def write_to_reporter(
@@ -330,6 +411,11 @@ def change_status(
         actor=principal.actor,
         action="case.status_changed",
         case_id=case_id,
-        details={"from": current.value, "to": target.value, "outcome_written": bool(outcome_text)},
+        details={
+            "from": current.value,
+            "to": target.value,
+            "outcome_written": bool(outcome_text),
+            **(manifest.audit_tag(session, case_id, opened.key) if outcome_text else {}),
+        },
     )
     return case_summary(case, today)

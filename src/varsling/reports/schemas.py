@@ -137,6 +137,17 @@ class FileOut(BaseModel):
     uploaded_by: str
 
 
+class IntegrityOut(BaseModel):
+    """Whether every entry and file of the case is there as written (cases/manifest.py)."""
+
+    ok: bool
+    problem: str | None = Field(
+        description="What was found wrong, e.g. entry_missing, file_changed, "
+        "manifest_rolled_back; not_yet_protected for a case from before manifests "
+        "until its next write."
+    )
+
+
 class ReporterCaseOut(BaseModel):
     status: str
     received_on: str
@@ -146,3 +157,4 @@ class ReporterCaseOut(BaseModel):
     messages: list[MessageOut]
     outcome: str | None
     files: list[FileOut]
+    integrity: IntegrityOut

@@ -25,7 +25,7 @@ from varsling.accounts.service import (
     unit_chain,
     utcnow,
 )
-from varsling.cases import attachments
+from varsling.cases import attachments, manifest
 from varsling.cases import service as cases
 from varsling.cases.models import (
     Case,
@@ -342,6 +342,7 @@ def submit_report(
             key=identity_key,
             payload=identity,
             today=today,
+            case_key=case_key,
         )
     audit.record(
         session,
@@ -357,6 +358,7 @@ def submit_report(
             "excluded_count": len(excluded_ids),
             "with_identity": bool(identity),
             "files": len(stored_files),
+            **manifest.audit_tag(session, case_id, case_key),
         },
     )
     return Submission(case_id, crypto.format_case_code(code))
@@ -491,18 +493,17 @@ def reporter_principal(session: Session, token: str, channel: str = "api") -> Re
 
 
 def reporter_case(session: Session, principal: ReporterPrincipal) -> dict[str, Any]:
-    """What the reporter sees: status, deadlines, their report with identity, the thread."""
+    """What the reporter sees: status, deadlines, their report with identity, the thread,
+    and whether it is all there as written."""
     case = session.get(Case, principal.case_id)
     if case is None:
         raise NotFound("This case no longer exists.")
-    report_entries = cases.entries(session, case.id, EntryKind.REPORT)
-    report = cases.open_entry(report_entries[0], principal.case_key) if report_entries else {}
-    identity_entries = cases.entries(session, case.id, EntryKind.IDENTITY)
-    identity = (
-        cases.open_entry(identity_entries[0], principal.identity_key) if identity_entries else None
-    )
-    audit.record(session, actor=audit.REPORTER, action="reporter.case_read", case_id=case.id)
-    return {
+    found = manifest.check(session, case.id, principal.case_key)
+    reader = cases.ContentReader(principal.case_key)
+    report = cases.first_entry(session, case.id, EntryKind.REPORT, reader) or {}
+    identity_reader = cases.ContentReader(principal.identity_key)
+    identity = cases.first_entry(session, case.id, EntryKind.IDENTITY, identity_reader)
+    answer: dict[str, Any] = {
         "status": case.status,
         "received_on": case.received_on.isoformat(),
         "acknowledgement_due": case.acknowledgement_due.isoformat(),
@@ -510,11 +511,19 @@ def reporter_case(session: Session, principal: ReporterPrincipal) -> dict[str, A
         "report": {**report, "identity": identity},
         "messages": [
             {k: m[k] for k in ("author", "body", "sent_on", "retaliation")}
-            for m in cases.thread(session, case.id, principal.case_key)
+            for m in cases.thread(session, case.id, reader)
         ],
-        "outcome": cases.outcome(session, case.id, principal.case_key),
-        "files": attachments.list_for_case(session, case.id, principal.case_key),
+        "outcome": cases.outcome(session, case.id, reader),
+        "files": reader.files(session, case.id),
     }
+    audit.record(session, actor=audit.REPORTER, action="reporter.case_read", case_id=case.id)
+    answer["integrity"] = manifest.answer(
+        session,
+        case_id=case.id,
+        actor=audit.REPORTER,
+        problem=reader.problem(found) or identity_reader.problem(None),
+    )
+    return answer
 
 
 def add_reporter_message(
@@ -543,7 +552,11 @@ def add_reporter_message(
         actor=audit.REPORTER,
         action="reporter.message_sent",
         case_id=principal.case_id,
-        details={"retaliation": retaliation, "files": len(stored)},
+        details={
+            "retaliation": retaliation,
+            "files": len(stored),
+            **manifest.audit_tag(session, principal.case_id, principal.case_key),
+        },
     )
 
 
@@ -577,6 +590,9 @@ def add_reporter_files(
             actor=audit.REPORTER,
             action="reporter.files_added",
             case_id=principal.case_id,
-            details={"files": len(stored)},
+            details={
+                "files": len(stored),
+                **manifest.audit_tag(session, principal.case_id, principal.case_key),
+            },
         )
     return [attachments.describe(a, principal.case_key) for a in stored]

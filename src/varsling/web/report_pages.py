@@ -841,7 +841,7 @@ def _submit(
 def _public_url(request: Request, path: str) -> str:
     """An address to print: behind TLS (secure cookies on) it is https, whatever the proxy sent."""
     base = str(request.base_url).rstrip("/")
-    if _settings(request).secure_cookies and base.startswith("http://"):
+    if _settings(request).secure_transport and base.startswith("http://"):
         base = "https://" + base.removeprefix("http://")
     return base + path
 

@@ -39,7 +39,9 @@ def install_web(app: FastAPI, settings: Settings) -> None:
     app.state.varsling_templates = PageTemplates.load()
     app.state.varsling_csrf = CsrfSigner.from_settings(settings)
     mount_static(app)
-    app.add_middleware(SecurityHeadersMiddleware, strict_transport_security=settings.secure_cookies)
+    app.add_middleware(
+        SecurityHeadersMiddleware, strict_transport_security=settings.secure_transport
+    )
     app.include_router(router)
     app.include_router(report_pages.router)
     app.include_router(case_pages.router)

@@ -1,7 +1,9 @@
 """Security headers on every response, and CSRF protection for the reporter forms.
 
 The only cookie the service sets is `varsling_session`: a random value per
-browser, HttpOnly, SameSite=Strict, gone after two hours. A form token is an
+browser, HttpOnly, SameSite=Strict, gone after two hours. Served over TLS
+(the default in production) it is `__Host-varsling_session`, Secure, for the
+whole site and no Domain, so no other host or plain-http page can set it. A form token is an
 HMAC over its issue time and that value, so it works only in the browser it
 was given to, and an old token can be told apart from a forged one (the
 issue time carries its own HMAC, which needs no cookie to check).
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
     from varsling.config import Settings
 
 SESSION_COOKIE: Final = "varsling_session"
+SECURE_SESSION_COOKIE: Final = "__Host-varsling_session"
+HSTS: Final = "max-age=31536000"
 CSRF_FIELD: Final = "csrf_token"
 FORM_TOKEN_SECONDS: Final = 2 * 60 * 60
 # A token stamped this far in the future is not ours (beyond clock skew between replicas).
@@ -107,7 +111,7 @@ class SecurityHeadersMiddleware:
                     else:
                         headers[name] = value
                 if self.strict_transport_security:
-                    headers["Strict-Transport-Security"] = "max-age=31536000"
+                    headers["Strict-Transport-Security"] = HSTS
                 if headers.get("content-type", "").startswith("text/html"):
                     headers["Cache-Control"] = "no-store"
                 elif "cache-control" not in headers:
@@ -127,7 +131,11 @@ class CsrfSigner:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CsrfSigner:
-        return cls(secret=settings.secret("web_secret"), secure_cookie=settings.secure_cookies)
+        return cls(secret=settings.secret("web_secret"), secure_cookie=settings.secure_transport)
+
+    @property
+    def cookie_name(self) -> str:
+        return SECURE_SESSION_COOKIE if self.secure_cookie else SESSION_COOKIE
 
     def token(self, session_value: str, *, now: float) -> str:
         issued = int(now)
@@ -183,7 +191,7 @@ def session_value(request: Request) -> str | None:
         return current
     if getattr(request.state, "varsling_session_cleared", False):
         return None
-    cookie = request.cookies.get(SESSION_COOKIE)
+    cookie = request.cookies.get(csrf_signer(request).cookie_name)
     if cookie is not None and _SESSION_VALUE.fullmatch(cookie):
         return cookie
     return None
@@ -209,7 +217,7 @@ def set_session_cookie(request: Request, response: Response) -> None:
     signer = csrf_signer(request)
     max_age = getattr(request.state, "varsling_session_max_age", None)
     response.set_cookie(
-        SESSION_COOKIE,
+        signer.cookie_name,
         value,
         max_age=max_age if isinstance(max_age, int) else signer.lifetime_seconds,
         path="/",
@@ -265,7 +273,7 @@ def clear_session_cookie(request: Request, response: Response) -> None:
     request.state.varsling_session_cleared = True
     signer = csrf_signer(request)
     response.delete_cookie(
-        SESSION_COOKIE, path="/", secure=signer.secure_cookie, httponly=True, samesite="strict"
+        signer.cookie_name, path="/", secure=signer.secure_cookie, httponly=True, samesite="strict"
     )
 
 

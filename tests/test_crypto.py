@@ -756,3 +756,17 @@ def test_public_key_text_form_round_trips_and_refuses_garbage() -> None:
         with pytest.raises(crypto.CryptoError):
             crypto.parse_signing_public_key(bad)
     assert len(crypto.key_fingerprint(public).split()) == 8
+
+
+def test_manifest_version_tags_are_opaque_and_bound_to_key_case_and_version() -> None:
+    key, other_key = crypto.new_key(), crypto.new_key()
+    tag = crypto.version_tag(key, "a" * 32, 3)
+    assert tag == crypto.version_tag(key, "a" * 32, 3)
+    assert len(tag) == 32
+    others = {
+        crypto.version_tag(key, "a" * 32, 4),
+        crypto.version_tag(key, "b" * 32, 3),
+        crypto.version_tag(other_key, "a" * 32, 3),
+    }
+    assert tag not in others
+    assert len(others) == 3

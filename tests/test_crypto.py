@@ -857,3 +857,17 @@ def test_the_certified_message_is_unambiguous() -> None:
     second = crypto.user_key_message(user_id=1, username="a", key_version=1, public_key=b"bc")
     third = crypto.user_key_message(user_id=11, username="", key_version=1, public_key=b"c")
     assert len({first, second, third}) == 3
+
+
+def test_manifest_version_tags_are_opaque_and_bound_to_key_case_and_version() -> None:
+    key, other_key = crypto.new_key(), crypto.new_key()
+    tag = crypto.version_tag(key, "a" * 32, 3)
+    assert tag == crypto.version_tag(key, "a" * 32, 3)
+    assert len(tag) == 32
+    others = {
+        crypto.version_tag(key, "a" * 32, 4),
+        crypto.version_tag(key, "b" * 32, 3),
+        crypto.version_tag(other_key, "a" * 32, 3),
+    }
+    assert tag not in others
+    assert len(others) == 3

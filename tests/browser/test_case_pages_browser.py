@@ -9,8 +9,12 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import BrowserContext, Page
+from sqlalchemy import delete
 
 from tests.browser.conftest import BROWSER_PASSWORD, takes_focus, watch
+from varsling.cases.models import CaseEntry
+from varsling.config import Settings
+from varsling.db import make_engine
 from varsling.errors import NotFound
 from varsling.reports import service
 
@@ -369,3 +373,43 @@ def test_case_gone_and_file_missing_pages_have_no_axe_violations(
     check("case gone")
 
     assert found == {}, "\n".join(f"{state}:\n{text}" for state, text in found.items())
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_the_tampering_notice_is_clear_and_has_no_axe_violations(
+    axe_context: BrowserContext,
+    live_server: str,
+    org: dict[str, int],
+    browser_settings: Settings,
+    axe_violations: AxeViolations,
+    describe: Callable[[list[dict[str, Any]]], str],
+    language: str,
+) -> None:
+    case = create_case(live_server, org["national"], "nina")
+    fill_case(live_server, case)
+    # A database writer removes the handler's message behind the service's back.
+    engine = make_engine(browser_settings.database_url, immediate=False)
+    with engine.begin() as connection:
+        connection.execute(
+            delete(CaseEntry).where(
+                CaseEntry.case_id == case.case_id, CaseEntry.kind == "handler_message"
+            )
+        )
+    engine.dispose()
+    page = axe_context.new_page()
+
+    log_in(page, live_server, language, case.code)
+    page.wait_for_url(f"{live_server}/{language}/case")
+
+    notice = page.get_by_role("alert")
+    assert notice.is_visible()
+    assert (
+        notice.locator("h2").inner_text()
+        == {
+            "nb": "Saken din kan være endret av noen utenfor tjenesten",
+            "nn": "Saka di kan vere endra av nokon utanfor tenesta",
+            "en": "Your case may have been changed by someone outside the service",
+        }[language]
+    )
+    violations = axe_violations(page)
+    assert violations == [], describe(violations)

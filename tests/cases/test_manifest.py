@@ -247,6 +247,10 @@ def test_a_later_write_keeps_the_problem_visible(
     )
 
     assert sent.status_code == 201
+    again = client.post(
+        f"/api/v1/cases/{world['case_id']}/notes", json={"body": "Later"}, headers=world["handler"]
+    )
+    assert again.status_code == 201
     assert failures(engine, world["case_id"]) == [("reporter", {"problem": "entry_missing"})]
     handler, reporter = reads(client, world)
     assert handler["integrity"]["problem"] == "entry_missing"

@@ -212,8 +212,9 @@ def reseal(
         manifest = found.manifest or Manifest(
             entries=dict(before.entries), files=dict(before.files)
         )
-        if found.problem is not None:
-            manifest.problem = manifest.problem or found.problem
+        if found.problem is not None and manifest.problem is None:
+            # Audited once, when first found; the sealed manifest keeps it from then on.
+            manifest.problem = found.problem
             audit.record(
                 session,
                 actor=actor,

@@ -349,3 +349,29 @@ def _cli_env(settings: Settings) -> dict[str, str]:
         "VARSLING_SECRETS_FILE": "/nonexistent",
         **{f"VARSLING_{name.upper()}": value for name, value in TEST_SECRETS.items()},
     }
+
+
+def test_the_wrap_itself_refuses_an_uncertified_key(
+    db: Session, settings: Settings, world: dict[str, int]
+) -> None:
+    """The last line behind routing: even a caller that skipped `route` wraps nothing."""
+    import datetime as dt
+
+    from varsling.cases.models import KeyPurpose
+    from varsling.reports.service import _wrap_for
+
+    _swap_key(db, world["hanne"], crypto.generate_keypair().public_key)
+    hanne = db.get(User, world["hanne"])
+    assert hanne is not None
+
+    with pytest.raises(crypto.CryptoError, match="uncertified"):
+        _wrap_for(
+            db,
+            settings.signing_public_key,
+            "0" * 32,
+            hanne,
+            KeyPurpose.CASE,
+            crypto.new_key(),
+            dt.date.today(),
+        )
+    assert not any(isinstance(obj, CaseKey) for obj in db.new)

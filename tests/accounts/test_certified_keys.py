@@ -375,3 +375,46 @@ def test_the_wrap_itself_refuses_an_uncertified_key(
             dt.date.today(),
         )
     assert not any(isinstance(obj, CaseKey) for obj in db.new)
+
+
+def test_serve_names_the_uncertified_accounts_at_start_up(
+    db: Session, settings: Settings, world: dict[str, int]
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    _swap_key(db, world["carl"], crypto.generate_keypair().public_key)
+    env = {**os.environ, **_cli_env(settings), "VARSLING_ENVIRONMENT": "development"}
+    env.update({"VARSLING_ARGON2_MEMORY_KIB": "64", "VARSLING_ARGON2_TIME_COST": "1"})
+    listing = subprocess.run(
+        [sys.executable, "-m", "varsling", "user", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert f"\tcarl\tcarl\tcustodian\t{world['county']} KEY NOT CERTIFIED\n" in listing.stdout
+    server = subprocess.Popen(
+        [sys.executable, "-m", "varsling", "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    lines: list[str] = []
+    try:
+        assert server.stdout is not None
+        for line in server.stdout:
+            lines.append(line)
+            if line.startswith("Serving Varsling") or len(lines) > 50:
+                break
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    output = "".join(lines)
+    assert "Serving Varsling" in output, output
+    warning = next((line for line in lines if "does not match its certificate" in line), output)
+    assert warning.rstrip().endswith(": carl")

@@ -20,7 +20,7 @@ from varsling.cases.models import (
 )
 from varsling.db import Base
 from varsling.reports.models import SpentSubmission
-from varsling.throttle import LoginThrottle
+from varsling.throttle import LoginBackoff, LoginThrottle
 
 __all__ = [
     "Attachment",
@@ -33,6 +33,7 @@ __all__ = [
     "CaseExclusion",
     "CaseKey",
     "InstallationSetting",
+    "LoginBackoff",
     "LoginSession",
     "LoginThrottle",
     "Membership",

@@ -349,3 +349,72 @@ def _cli_env(settings: Settings) -> dict[str, str]:
         "VARSLING_SECRETS_FILE": "/nonexistent",
         **{f"VARSLING_{name.upper()}": value for name, value in TEST_SECRETS.items()},
     }
+
+
+def test_the_wrap_itself_refuses_an_uncertified_key(
+    db: Session, settings: Settings, world: dict[str, int]
+) -> None:
+    """The last line behind routing: even a caller that skipped `route` wraps nothing."""
+    import datetime as dt
+
+    from varsling.cases.models import KeyPurpose
+    from varsling.reports.service import _wrap_for
+
+    _swap_key(db, world["hanne"], crypto.generate_keypair().public_key)
+    hanne = db.get(User, world["hanne"])
+    assert hanne is not None
+
+    with pytest.raises(crypto.CryptoError, match="uncertified"):
+        _wrap_for(
+            db,
+            settings.signing_public_key,
+            "0" * 32,
+            hanne,
+            KeyPurpose.CASE,
+            crypto.new_key(),
+            dt.date.today(),
+        )
+    assert not any(isinstance(obj, CaseKey) for obj in db.new)
+
+
+def test_serve_names_the_uncertified_accounts_at_start_up(
+    db: Session, settings: Settings, world: dict[str, int]
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    _swap_key(db, world["carl"], crypto.generate_keypair().public_key)
+    env = {**os.environ, **_cli_env(settings), "VARSLING_ENVIRONMENT": "development"}
+    env.update({"VARSLING_ARGON2_MEMORY_KIB": "64", "VARSLING_ARGON2_TIME_COST": "1"})
+    listing = subprocess.run(
+        [sys.executable, "-m", "varsling", "user", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert f"\tcarl\tcarl\tcustodian\t{world['county']} KEY NOT CERTIFIED\n" in listing.stdout
+    server = subprocess.Popen(
+        [sys.executable, "-m", "varsling", "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    lines: list[str] = []
+    try:
+        assert server.stdout is not None
+        for line in server.stdout:
+            lines.append(line)
+            if line.startswith("Serving Varsling") or len(lines) > 50:
+                break
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    output = "".join(lines)
+    assert "Serving Varsling" in output, output
+    warning = next((line for line in lines if "does not match its certificate" in line), output)
+    assert warning.rstrip().endswith(": carl")

@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session
 
 from tests.factories import login, make_unit, make_user
 from varsling.accounts.models import LoginSession
-from varsling.accounts.service import coarse_expiry
 from varsling.config import Settings
 
 
@@ -45,10 +44,3 @@ def test_a_staff_token_opens_no_reporter_inbox(
     unit = make_unit(db)
     make_user(db, settings, "hanne", units=(unit.id,))
     assert client.get("/api/v1/reporter/case", headers=login(client, "hanne")).status_code == 401
-
-
-def test_reporter_session_expiry_is_rounded_up_to_a_quarter_hour() -> None:
-    now = dt.datetime(2026, 11, 26, 17, 3, 27, 123, tzinfo=dt.UTC)
-    assert coarse_expiry(now, 30) == dt.datetime(2026, 11, 26, 17, 45, tzinfo=dt.UTC)
-    exact = dt.datetime(2026, 11, 26, 17, 0, tzinfo=dt.UTC)
-    assert coarse_expiry(exact, 30) == dt.datetime(2026, 11, 26, 17, 30, tzinfo=dt.UTC)

@@ -116,6 +116,20 @@ def test_the_same_browser_sending_twice_sees_the_same_receipt(
     assert type(spent.spent_on) is dt.date
 
 
+def test_the_second_click_gets_its_receipt_even_if_the_handlers_changed_between(
+    site: TestClient, db: Session, settings: Settings, org: dict[str, int]
+) -> None:
+    fields = form_fields(open_form(site, org["county"]), org["county"])
+    first = send(site, "nb", fields)
+    make_user(db, settings, "ny", units=(org["county"],), display_name="Ny Nyhus")
+
+    second = send(site, "nb", fields)
+
+    assert second.status_code == 200
+    assert case_code(second.text) == case_code(first.text)
+    assert counts(db)[0] == 1
+
+
 def test_another_browser_replaying_the_form_never_sees_the_code(
     site: TestClient, other_site: TestClient, db: Session, org: dict[str, int]
 ) -> None:

@@ -204,6 +204,20 @@ def _receipt_key(settings: Settings, submission_id: str, browser: str) -> bytes:
     return crypto.hkdf(secret, label="varsling/report-receipt/key")
 
 
+def check_unspent(
+    session: Session,
+    settings: Settings,
+    submission_id: str,
+    *,
+    browser: str | None,
+    now: dt.datetime | None = None,
+) -> None:
+    """Raise AlreadySent if the form was sent (with its code for the browser that sent it)."""
+    spent = _spent(session, _submission_digest(settings, submission_id))
+    if spent is not None:
+        raise AlreadySent(_open_receipt(settings, spent, submission_id, browser, now or utcnow()))
+
+
 def spend_submission(
     session: Session,
     settings: Settings,

@@ -738,6 +738,14 @@ async def _check_and_store(
     csrf_status = check_csrf(request, form.first("csrf_token"))
     unit_id = _unit_id(form.first("unit"))
     draft = ReportDraft.from_form(form)
+    if csrf_status == "ok":
+        # A second click first: its receipt, whatever changed on the form's side since.
+        try:
+            await run_in_threadpool(
+                in_transaction, maker, _check_unspent, settings, draft.submission, request
+            )
+        except AlreadySent as sent:
+            return _already_sent(request, language, sent)
     catalogue, choices, problem = await run_in_threadpool(
         in_transaction, maker, _load_for_sending, unit_id if unit_id is not None else -1, draft
     )
@@ -811,11 +819,7 @@ async def _check_and_store(
                 session_value(request),
             )
         except AlreadySent as sent:
-            if sent.case_code is not None:
-                # The same browser sent this very form moments ago: the same receipt.
-                return _render_receipt(request, language, sent.case_code)
-            # A reload long after, or another browser: the report is stored once.
-            return render_page(request, language, "report_already_sent.html", status_code=409)
+            return _already_sent(request, language, sent)
         except NoHandlers:
             errors.add("excluded", problem_messages["nobody_set_up"])
         except InvalidInput:
@@ -858,6 +862,22 @@ async def _check_and_store(
         csrf_status=csrf_status,
         status_code=status_code,
     )
+
+
+def _check_unspent(
+    session: Session, settings: Settings, submission_id: str, request: Request
+) -> None:
+    service.check_unspent(
+        session, settings, submission_id, browser=session_value(request), now=utcnow()
+    )
+
+
+def _already_sent(request: Request, language: Language, sent: AlreadySent) -> HTMLResponse:
+    if sent.case_code is not None:
+        # The same browser sent this very form moments ago: the same receipt.
+        return _render_receipt(request, language, sent.case_code)
+    # A reload long after, or another browser: the report is stored once.
+    return render_page(request, language, "report_already_sent.html", status_code=409)
 
 
 def _submission_id(value: str) -> str:

@@ -1,7 +1,8 @@
 """Security headers on every response, and CSRF protection for the reporter forms.
 
-The only cookie the service sets is `varsling_session`: a random value per
-browser, HttpOnly, SameSite=Strict, gone after two hours. A form token is an
+The cookie the service sets is `varsling_session`: a random value per
+browser, HttpOnly, SameSite=Strict, gone after two hours. (The receipt adds
+`varsling_sent` for ten minutes: an expiry and its MAC, see report_pages.) A form token is an
 HMAC over its issue time and that value, so it works only in the browser it
 was given to, and an old token can be told apart from a forged one (the
 issue time carries its own HMAC, which needs no cookie to check).

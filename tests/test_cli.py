@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tests.conftest import TEST_SECRETS
-from tests.factories import PASSWORD, login, report
+from tests.conftest import TEST_SECRETS, make_settings
+from tests.factories import PASSWORD, login, make_unit, make_user, report
 from varsling.accounts.models import LoginSession
 from varsling.audit import AuditEvent
 
@@ -152,10 +152,19 @@ def test_keys_public_prints_the_verifying_key_and_its_fingerprint(database_url: 
 def test_sessions_purge_prints_how_many_expired_sessions_it_removed(
     database_url: str, db: Session
 ) -> None:
+    unit = make_unit(db)
+    user = make_user(db, make_settings(database_url), "hanne", units=(unit.id,))
     past = dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)
     future = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
     for expires_at in (past, past, future):
-        db.add(LoginSession(token_lookup=os.urandom(32), sealed_secret=b"x", expires_at=expires_at))
+        db.add(
+            LoginSession(
+                token_lookup=os.urandom(32),
+                user_id=user.id,
+                sealed_secret=b"x",
+                expires_at=expires_at,
+            )
+        )
     db.commit()
 
     purged = _varsling(database_url, "sessions", "purge")

@@ -63,7 +63,8 @@ def _transaction(settings: Settings) -> Iterator[Session]:
 def migrate() -> None:
     """Bring the database schema up to date."""
     settings = _settings()
-    run_migrations(settings.database_url)
+    # The settings let a migration hash existing rows with a configured key.
+    run_migrations(settings.database_url, settings=settings)
     typer.echo("Database is up to date.")
 
 

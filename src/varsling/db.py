@@ -108,17 +108,25 @@ def alembic_config(database_url: str) -> Any:
     return config
 
 
-def migrate(database_url: str, revision: str = "head") -> None:
-    """Bring the schema to `revision` with Alembic (the app never calls create_all)."""
+def migrate(database_url: str, revision: str = "head", *, settings: Any = None) -> None:
+    """Bring the schema to `revision` with Alembic (the app never calls create_all).
+
+    `settings` (the installation's Settings) lets a migration use a
+    configuration secret, e.g. to hash existing rows with a key.
+    """
     from alembic import command
 
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
         _private_sqlite_file(Path(url.database))
-    command.upgrade(alembic_config(database_url), revision)
+    config = alembic_config(database_url)
+    config.attributes["settings"] = settings
+    command.upgrade(config, revision)
 
 
-def downgrade(database_url: str, revision: str) -> None:
+def downgrade(database_url: str, revision: str, *, settings: Any = None) -> None:
     from alembic import command
 
-    command.downgrade(alembic_config(database_url), revision)
+    config = alembic_config(database_url)
+    config.attributes["settings"] = settings
+    command.downgrade(config, revision)

@@ -12,8 +12,7 @@ from sqlalchemy.orm import Session
 
 from tests.factories import login, make_unit, make_user, report, reporter_login
 from varsling.accounts import service as accounts
-from varsling.accounts.models import LoginSession
-from varsling.accounts.service import coarse_expiry
+from varsling.accounts.models import LoginSession, ReporterSession
 from varsling.audit import AuditEvent
 from varsling.cases.models import Case
 from varsling.config import Settings
@@ -52,24 +51,27 @@ def test_a_staff_token_opens_no_reporter_inbox(
     assert client.get("/api/v1/reporter/case", headers=login(client, "hanne")).status_code == 401
 
 
-def test_reporter_session_expiry_is_rounded_up_to_a_quarter_hour() -> None:
-    now = dt.datetime(2026, 11, 26, 17, 3, 27, 123, tzinfo=dt.UTC)
-    assert coarse_expiry(now, 30) == dt.datetime(2026, 11, 26, 17, 45, tzinfo=dt.UTC)
-    exact = dt.datetime(2026, 11, 26, 17, 0, tzinfo=dt.UTC)
-    assert coarse_expiry(exact, 30) == dt.datetime(2026, 11, 26, 17, 30, tzinfo=dt.UTC)
-
-
 def _expired_session(
     db: Session, *, user_id: int | None = None, case_id: str | None = None
 ) -> bytes:
     """A session row that ran out yesterday, left behind by a browser that never logged out."""
-    row = LoginSession(
-        token_lookup=os.urandom(32),
-        user_id=user_id,
-        case_id=case_id,
-        sealed_secret=b"sealed",
-        expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(days=1),
-    )
+    yesterday = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+    row: LoginSession | ReporterSession
+    if case_id is not None:
+        row = ReporterSession(
+            token_lookup=os.urandom(32),
+            case_id=case_id,
+            sealed_secret=b"sealed",
+            purge_on=yesterday.date(),
+        )
+    else:
+        assert user_id is not None
+        row = LoginSession(
+            token_lookup=os.urandom(32),
+            user_id=user_id,
+            sealed_secret=b"sealed",
+            expires_at=yesterday,
+        )
     db.add(row)
     db.commit()
     return row.token_lookup
@@ -77,7 +79,8 @@ def _expired_session(
 
 def _sessions(db: Session) -> set[bytes]:
     db.rollback()
-    return set(db.scalars(select(LoginSession.token_lookup)))
+    staff = set(db.scalars(select(LoginSession.token_lookup)))
+    return staff | set(db.scalars(select(ReporterSession.token_lookup)))
 
 
 def test_a_staff_login_purges_expired_sessions(

@@ -9,14 +9,27 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import BrowserContext, Page
+from sqlalchemy import func, select
 
 from tests.browser.conftest import takes_focus, watch
+from varsling.cases.models import Case
+from varsling.config import Settings
+from varsling.db import make_engine
 
 pytestmark = pytest.mark.browser
 
 LANGUAGES = ["nb", "nn", "en"]
 WIDTHS = [1280, 375]
-STATES = ["step1", "unit-error", "form", "error", "token", "receipt"]
+STATES = [
+    "step1",
+    "unit-error",
+    "form",
+    "error",
+    "no-custodian-left",
+    "token",
+    "receipt",
+    "sent-before",
+]
 CODE = re.compile(r"\d{4} \d{4} \d{4} \d{4} \d{4}")
 SUBMIT = "form.report-form button[type=submit]"
 
@@ -41,6 +54,12 @@ def open_state(page: Page, base: str, language: str, state: str, org: dict[str, 
     page.goto(f"{base}/{language}/report?unit={org['bergen']}")
     if state == "form":
         return
+    if state == "no-custodian-left":
+        # Every identity custodian left out, shown again: nobody would hold the name.
+        page.locator(f"#excluded-custodian-{org['cora']}").check()
+        submit_and_wait(page)
+        assert page.locator("#nobody-holds-identity").is_visible()
+        return
     if state == "error":
         # Something typed, something ticked, the required parts missing.
         page.locator("#when").fill("I fjor høst")
@@ -59,6 +78,10 @@ def open_state(page: Page, base: str, language: str, state: str, org: dict[str, 
     page.locator("#description").fill("Det skjedde på årsmøtet.")
     submit_and_wait(page)
     assert CODE.fullmatch(page.locator(".case-code").inner_text().replace("\n", " ").strip())
+    if state == "sent-before":
+        # The form again from the browser that just sent one: it says so.
+        page.goto(f"{base}/{language}/report?unit={org['bergen']}")
+        assert page.locator("#sent-before").is_visible()
 
 
 @pytest.mark.parametrize("width", WIDTHS)
@@ -301,8 +324,82 @@ def test_without_javascript_the_receipt_says_how_to_print_instead(
     assert "Ctrl+P" in page.locator(".receipt").inner_text()
 
 
+def shown_code(page: Page) -> str:
+    return re.sub(r"\s+", " ", page.locator(".case-code").inner_text()).strip()
+
+
+def case_count(settings: Settings) -> int:
+    engine = make_engine(settings.database_url, immediate=False)
+    with engine.connect() as connection:
+        count = connection.execute(select(func.count()).select_from(Case)).scalar_one()
+    engine.dispose()
+    return int(count)
+
+
 @pytest.mark.parametrize("language", LANGUAGES)
-def test_reloading_the_receipt_explains_instead_of_sending_again(
+def test_reloading_the_receipt_shows_the_same_code_instead_of_sending_again(
+    axe_context: BrowserContext,
+    live_server: str,
+    org: dict[str, int],
+    browser_settings: Settings,
+    language: str,
+    axe_violations: Violations,
+    describe: Callable[[list[dict[str, Any]]], str],
+) -> None:
+    page = axe_context.new_page()
+    open_state(page, live_server, language, "receipt", org)
+    code = shown_code(page)
+    before = case_count(browser_settings)
+    page.on("dialog", lambda dialog: dialog.accept())
+    response = page.reload()
+
+    assert response is not None
+    assert response.status == 200
+    assert shown_code(page) == code
+    assert case_count(browser_settings) == before
+    violations = axe_violations(page)
+    assert violations == [], describe(violations)
+
+
+def test_a_double_click_on_send_shows_the_one_case_code(
+    page: Page, live_server: str, org: dict[str, int], browser_settings: Settings
+) -> None:
+    page.goto(f"{live_server}/nb/report?unit={org['bergen']}")
+    page.locator("#category").check()
+    page.locator("#description").fill("Det skjedde på årsmøtet, to ganger.")
+    before = case_count(browser_settings)
+    posts: list[str] = []
+    page.on(
+        "request", lambda request: posts.append(request.url) if request.method == "POST" else None
+    )
+
+    # Two clicks, the second while the first is on its way (as a quick double click).
+    page.evaluate(
+        """(selector) => {
+            const button = document.querySelector(selector);
+            button.click();
+            setTimeout(() => button.click(), 10);
+        }""",
+        SUBMIT,
+    )
+    page.wait_for_selector(".case-code")
+    page.wait_for_load_state("networkidle")
+
+    code = shown_code(page)
+    assert CODE.fullmatch(code), code
+    assert len(posts) == 2  # both clicks sent the form
+    assert case_count(browser_settings) == before + 1
+    with httpx.Client(base_url=live_server) as api:
+        login = api.post("/api/v1/reporter/session", json={"case_code": code})
+        assert login.status_code == 200, login.text
+        headers = {"Authorization": f"Bearer {login.json()['token']}"}
+        case = api.get("/api/v1/reporter/case", headers=headers).json()
+    assert case["report"]["description"] == "Det skjedde på årsmøtet, to ganger."
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_the_same_form_from_another_browser_is_already_sent_without_the_code(
+    context: BrowserContext,
     axe_context: BrowserContext,
     live_server: str,
     org: dict[str, int],
@@ -310,13 +407,28 @@ def test_reloading_the_receipt_explains_instead_of_sending_again(
     axe_violations: Violations,
     describe: Callable[[list[dict[str, Any]]], str],
 ) -> None:
-    page = axe_context.new_page()
-    open_state(page, live_server, language, "receipt", org)
-    page.on("dialog", lambda dialog: dialog.accept())
-    response = page.reload()
+    sender = context.new_page()
+    sender.goto(f"{live_server}/{language}/report?unit={org['bergen']}")
+    submission = sender.locator("input[name=submission]").get_attribute("value")
+    sender.locator("#category").check()
+    sender.locator("#description").fill("Det skjedde på årsmøtet.")
+    submit_and_wait(sender)
+    assert CODE.fullmatch(shown_code(sender))
 
+    # Another browser opens its own form and posts it with the first form's id.
+    replay = axe_context.new_page()
+    replay.goto(f"{live_server}/{language}/report?unit={org['bergen']}")
+    replay.evaluate(
+        "(id) => { document.querySelector('input[name=submission]').value = id; }", submission
+    )
+    replay.locator("#category").check()
+    replay.locator("#description").fill("Det skjedde på årsmøtet.")
+    with replay.expect_navigation() as navigation:
+        replay.locator(SUBMIT).click()
+
+    response = navigation.value
     assert response is not None
     assert response.status == 409
-    assert page.locator(".case-code").count() == 0
-    violations = axe_violations(page)
+    assert replay.locator(".case-code").count() == 0
+    violations = axe_violations(replay)
     assert violations == [], describe(violations)

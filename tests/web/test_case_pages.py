@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from tests.conftest import make_settings
 from tests.factories import login, make_unit, make_user, report
-from varsling.accounts.models import LoginSession
+from varsling.accounts.models import LoginSession, ReporterSession
 from varsling.app import create_app
 from varsling.audit import AuditEvent
 from varsling.cases.models import Attachment, CaseEntry
@@ -483,17 +483,18 @@ def test_an_oversize_file_names_the_file_keeps_the_text_and_stores_nothing(
     assert attachment_count(db) == 0
 
 
+def end_reporter_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=31)
+    monkeypatch.setattr("varsling.reports.service.utcnow", lambda: later)
+
+
 def test_an_ended_session_shows_the_text_back_with_a_way_to_log_in(
-    client: TestClient, case: Case, db: Session
+    client: TestClient, case: Case, db: Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     logged_in(client, case.code)
     token = form_token(client.get("/nb/case").text)
-    db.execute(
-        update(LoginSession)
-        .where(LoginSession.case_id.is_not(None))
-        .values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1))
-    )
-    db.commit()
+    # The session's expiry is sealed: only a later clock ends it.
+    end_reporter_sessions(monkeypatch)
     response = send(
         client,
         "/case/messages",
@@ -577,10 +578,7 @@ def test_logging_in_again_ends_the_earlier_session(
     logged_in(client, case.code)
     logged_in(client, case.code)
     db.rollback()
-    reporter_sessions = db.scalar(
-        select(func.count()).select_from(LoginSession).where(LoginSession.case_id.is_not(None))
-    )
-    assert reporter_sessions == 1
+    assert db.scalar(select(func.count()).select_from(ReporterSession)) == 1
 
 
 def test_the_pages_set_no_cookie_but_the_session_cookie(client: TestClient, case: Case) -> None:
@@ -639,7 +637,7 @@ def test_retaliation_is_described_as_what_it_is(client: TestClient, case: Case) 
 
 
 def test_the_language_switch_is_only_hidden_where_it_would_lose_text(
-    client: TestClient, case: Case, db: Session
+    client: TestClient, case: Case, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     logged_in(client, case.code, "en")
     assert "language-switch__list" in client.get("/en/case").text
@@ -658,12 +656,8 @@ def test_the_language_switch_is_only_hidden_where_it_would_lose_text(
     assert "maxlength" not in empty.text
 
     token = form_token(client.get("/en/case").text)
-    db.execute(
-        update(LoginSession)
-        .where(LoginSession.case_id.is_not(None))
-        .values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1))
-    )
-    db.commit()
+    # The session's expiry is sealed: only a later clock ends it.
+    end_reporter_sessions(monkeypatch)
     ended = send(client, "/case/messages", body="Not lost", token=token, language="en")
     assert ended.status_code == 401
     assert "language-switch__list" not in ended.text

@@ -83,22 +83,31 @@ class Membership(Base):
 
 
 class LoginSession(Base):
-    """A staff or reporter session: only the token's hash and a sealed secret.
-
-    For staff the sealed secret is their private key, for a reporter the
-    case's keys; both are sealed under a key derived from the token.
-    """
+    """A staff session: only the token's hash and the private key sealed under the token."""
 
     __tablename__ = "login_sessions"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     token_lookup: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
-    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
-    case_id: Mapped[str | None] = mapped_column(
-        ForeignKey("cases.id", ondelete="CASCADE"), index=True
-    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     sealed_secret: Mapped[bytes] = mapped_column(LargeBinary)
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class ReporterSession(Base):
+    """A reporter's case-code session, kept apart from staff sessions.
+
+    Keyed by the token's hash (no counter that would order it among staff
+    logins); the exact expiry is sealed with the case keys under a key derived
+    from the token, and only the day it may be purged is in the clear.
+    """
+
+    __tablename__ = "reporter_sessions"
+
+    token_lookup: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    sealed_secret: Mapped[bytes] = mapped_column(LargeBinary)
+    purge_on: Mapped[dt.date] = mapped_column(Date, index=True)
 
 
 class InstallationSetting(Base):

@@ -18,6 +18,7 @@ from varsling import audit, crypto, throttle
 from varsling.accounts.models import (
     LoginSession,
     Membership,
+    ReporterSession,
     Role,
     Unit,
     UnitKind,
@@ -510,9 +511,13 @@ async def sign_in_staff(
 
 
 def purge_expired_sessions(session: Session, now: dt.datetime) -> int:
-    """Delete every expired staff and reporter session (done at each login); how many."""
-    result = session.execute(delete(LoginSession).where(LoginSession.expires_at < now))
-    return int(cast("CursorResult[Any]", result).rowcount)
+    """Delete expired staff sessions, and reporter sessions whose purge day has passed
+    (done at each login); how many."""
+    staff = session.execute(delete(LoginSession).where(LoginSession.expires_at < now))
+    reporters = session.execute(
+        delete(ReporterSession).where(ReporterSession.purge_on < now.date())
+    )
+    return sum(int(cast("CursorResult[Any]", r).rowcount) for r in (staff, reporters))
 
 
 def purge_sessions(session: Session, now: dt.datetime | None = None) -> int:
@@ -522,20 +527,10 @@ def purge_sessions(session: Session, now: dt.datetime | None = None) -> int:
     return removed
 
 
-def coarse_expiry(now: dt.datetime, minutes: int) -> dt.datetime:
-    """`minutes` from now, rounded up to a quarter hour: no exact time of a reporter's visit."""
-    moment = now + dt.timedelta(minutes=minutes)
-    quarter = 15 * 60
-    seconds = (moment.minute * 60 + moment.second) % quarter
-    if seconds == 0 and moment.microsecond == 0:
-        return moment
-    return (moment + dt.timedelta(seconds=quarter - seconds)).replace(microsecond=0)
-
-
 def find_session(
     session: Session, token: str, channel: str = "api"
 ) -> tuple[LoginSession, crypto.TokenSecrets]:
-    """The live session for a token, or Unauthenticated."""
+    """The live staff session for a token, or Unauthenticated."""
     token_secrets = crypto.derive_token(token, channel)
     found = session.execute(
         select(LoginSession).where(LoginSession.token_lookup == token_secrets.lookup)
@@ -547,8 +542,6 @@ def find_session(
 
 def staff_principal(session: Session, token: str) -> StaffPrincipal:
     found, token_secrets = find_session(session, token)
-    if found.user_id is None:
-        raise Unauthenticated("This is not a staff session.")
     user = session.get(User, found.user_id)
     if user is None or not user.active:
         raise Unauthenticated("The account is not active.")
@@ -564,10 +557,19 @@ def staff_principal(session: Session, token: str) -> StaffPrincipal:
 
 
 def logout(session: Session, token: str, channel: str = "api") -> None:
+    """End the staff or reporter session behind `token`."""
+    lookup = crypto.derive_token(token, channel).lookup
+    reporter = session.get(ReporterSession, lookup)
+    if reporter is not None:
+        # Its expiry is sealed; ending it early needs no check of it.
+        session.delete(reporter)
+        audit.record(
+            session, actor=audit.REPORTER, action="session.ended", case_id=reporter.case_id
+        )
+        return
     found, _ = find_session(session, token, channel)
-    actor = f"user:{found.user_id}" if found.user_id is not None else audit.REPORTER
     session.delete(found)
-    audit.record(session, actor=actor, action="session.ended", case_id=found.case_id)
+    audit.record(session, actor=f"user:{found.user_id}", action="session.ended")
 
 
 def as_utc(moment: dt.datetime) -> dt.datetime:

@@ -76,15 +76,22 @@ class CaseKey(Base):
 
 
 class CaseExclusion(Base):
-    """A user named as involved: never given a key to this case, now or later."""
+    """The users named as involved in a case: never given a key to it, now or later.
+
+    One row per case, written when the case is made (also when nobody is left
+    out). `digests` holds a keyed hash per excluded user, HMAC(key, case id,
+    user id), so the row does not name them; `tag` is a keyed MAC over the
+    case id and all digests, so a database writer can neither drop an
+    exclusion nor the row without it being noticed (see cases/exclusions.py).
+    """
 
     __tablename__ = "case_exclusions"
 
     case_id: Mapped[str] = mapped_column(
         ForeignKey("cases.id", ondelete="CASCADE"), primary_key=True
     )
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
-    reason: Mapped[str] = mapped_column(String(20))
+    digests: Mapped[bytes] = mapped_column(LargeBinary)
+    tag: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class ReporterAccess(Base):

@@ -46,6 +46,7 @@ def list_units(request: Request, session: DbSession) -> list[UnitOut]:
             parent_id=u.parent_id,
             kind=u.kind,
             recipients=[asdict(r) for r in u.recipients],
+            custodians=[asdict(c) for c in u.custodians],
             identity_custodian=u.has_custodian,
         )
         for u in service.list_units(session, verifying_key=_settings(request).signing_public_key)

@@ -16,8 +16,11 @@ from pydantic import (
 
 from varsling.cases.models import Category
 
-ShortText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
-LongText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=20_000)]
+# The longest texts accepted; the report form's `maxlength` attributes say the same.
+SHORT_TEXT_CHARS = 500
+LONG_TEXT_CHARS = 20_000
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=SHORT_TEXT_CHARS)]
+LongText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=LONG_TEXT_CHARS)]
 
 
 # Database ids: refused (422) before they could overflow a column (500).
@@ -58,13 +61,19 @@ class UnitOut(BaseModel):
     parent_id: int | None
     kind: str
     recipients: list[RecipientOut]
+    custodians: list[RecipientOut] = Field(
+        description="The identity custodians who would hold the identity key of a report made "
+        "here (this unit's and every unit's above). Each may be named in excluded_recipients."
+    )
     identity_custodian: bool = Field(
         description="Whether anyone on this unit's chain can ever be granted a reporter's identity."
     )
 
 
 class IdentityIn(StrictModel):
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+    name: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=SHORT_TEXT_CHARS)
+    ]
     contact: ShortText = ""
 
 
@@ -72,10 +81,15 @@ class ReportIn(StrictModel):
     unit_id: Id
     category: Category
     description: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20_000)
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=LONG_TEXT_CHARS)
     ]
     identity: IdentityIn | None = None
-    excluded_recipients: list[Id] = Field(default_factory=list, max_length=100)
+    excluded_recipients: list[Id] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Case handlers and identity custodians to leave out (conflict of interest): "
+        "they never receive a key to the case.",
+    )
     # Optional details the reporter pages ask for; the API accepts them too.
     when: ShortText | None = None
     where: ShortText | None = None

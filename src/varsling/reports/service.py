@@ -5,31 +5,30 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import struct
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from varsling import audit, crypto, throttle
-from varsling.accounts.models import LoginSession, Role, Unit, User
+from varsling.accounts.models import ReporterSession, Role, Unit, User
 from varsling.accounts.service import (
-    coarse_expiry,
-    find_session,
     key_certified,
     members_by_unit,
     purge_expired_sessions,
     unit_chain,
     utcnow,
 )
-from varsling.cases import attachments, manifest
+from varsling.cases import attachments, exclusions, manifest
 from varsling.cases import service as cases
 from varsling.cases.models import (
     Case,
-    CaseExclusion,
     CaseKey,
     EntryKind,
     KeyPurpose,
@@ -42,6 +41,11 @@ from varsling.errors import InvalidInput, NotFound, Unauthenticated
 from varsling.reports.models import SpentSubmission
 
 _REPORTER_KEYS_CONTEXT = "varsling/reporter-keys"
+_REPORTER_SESSION_CONTEXT = "varsling/reporter-session"
+_RECEIPT_CONTEXT = "varsling/report-receipt"
+# How long the browser that sent a report can see its receipt again (a double click).
+RECEIPT_MINUTES = 10
+_EXPIRY = struct.Struct(">q")  # an exact expiry, as seconds since the epoch, sealed
 
 
 # --------------------------------------------------------------------------
@@ -140,11 +144,16 @@ class UnitListing:
     kind: str
     parent_id: int | None
     recipients: list[Recipient]
-    has_custodian: bool
+    # Who would hold the identity key of a report made here (the unit's chain).
+    custodians: list[Recipient]
+
+    @property
+    def has_custodian(self) -> bool:
+        return bool(self.custodians)
 
 
 def list_units(session: Session, *, verifying_key: bytes) -> list[UnitListing]:
-    """Every unit with the handlers who would receive a report made there."""
+    """Every unit with the handlers who would receive a report made there, and its custodians."""
     out = []
     for unit in session.execute(select(Unit).order_by(Unit.id)).scalars():
         try:
@@ -152,9 +161,12 @@ def list_units(session: Session, *, verifying_key: bytes) -> list[UnitListing]:
             recipients = [Recipient(u.id, u.display_name) for u in routing.handlers]
         except InvalidInput:
             recipients = []
-        has_custodian = bool(custodians_on_chain(session, unit.id, verifying_key=verifying_key))
+        custodians = [
+            Recipient(u.id, u.display_name)
+            for u in custodians_on_chain(session, unit.id, verifying_key=verifying_key)
+        ]
         out.append(
-            UnitListing(unit.id, unit.name, unit.kind, unit.parent_id, recipients, has_custodian)
+            UnitListing(unit.id, unit.name, unit.kind, unit.parent_id, recipients, custodians)
         )
     return out
 
@@ -207,27 +219,142 @@ class PreparedCase:
 
 
 class AlreadySent(Exception):
-    """This very form was sent before (a reload or a second click)."""
+    """This very form was sent before (a reload or a second click).
+
+    `case_code` is the earlier receipt's code when the same browser sent it
+    less than RECEIPT_MINUTES ago; None for anyone else, or later.
+    """
+
+    def __init__(self, case_code: str | None = None) -> None:
+        super().__init__("already sent")
+        self.case_code = case_code
+
+
+def _submission_digest(settings: Settings, submission_id: str) -> bytes:
+    return hmac.new(
+        settings.secret("web_secret"), b"submission\x00" + submission_id.encode(), hashlib.sha256
+    ).digest()
+
+
+def _receipt_key(settings: Settings, submission_id: str, browser: str) -> bytes:
+    # Both halves live only in the browser that sent the form: its page and its cookie.
+    secret = crypto.context(settings.secret("web_secret"), submission_id, browser)
+    return crypto.hkdf(secret, label="varsling/report-receipt/key")
+
+
+def check_unspent(
+    session: Session,
+    settings: Settings,
+    submission_id: str,
+    *,
+    browser: str | None,
+    now: dt.datetime | None = None,
+) -> None:
+    """Raise AlreadySent if the form was sent (with its code for the browser that sent it)."""
+    spent = _spent(session, _submission_digest(settings, submission_id))
+    if spent is not None:
+        raise AlreadySent(_open_receipt(settings, spent, submission_id, browser, now or utcnow()))
 
 
 def spend_submission(
-    session: Session, settings: Settings, submission_id: str, today: dt.date
+    session: Session,
+    settings: Settings,
+    submission_id: str,
+    *,
+    browser: str | None,
+    now: dt.datetime | None = None,
 ) -> None:
     """Mark a form's submission id as used, in the transaction that stores the report.
 
-    Raises AlreadySent when it was used; old marks (older than any form token
-    can live) are cleared on the way.
+    Raises AlreadySent when it was used, with the earlier case code if
+    `browser` (the cookie value) is the one that sent it, within
+    RECEIPT_MINUTES. Old marks are cleared on the way: kept receipts after
+    a day or so, the marks themselves after two (longer than a form lives).
     """
-    digest = hmac.new(
-        settings.secret("web_secret"), b"submission\x00" + submission_id.encode(), hashlib.sha256
-    ).digest()
+    now = now or utcnow()
+    today = now.date()
+    digest = _submission_digest(settings, submission_id)
     session.execute(
         delete(SpentSubmission).where(SpentSubmission.spent_on < today - dt.timedelta(days=2))
     )
-    if session.get(SpentSubmission, digest) is not None:
-        raise AlreadySent
-    session.add(SpentSubmission(digest=digest, spent_on=today))
+    session.execute(
+        update(SpentSubmission)
+        .where(
+            SpentSubmission.spent_on < today - dt.timedelta(days=1),
+            SpentSubmission.sealed_receipt.is_not(None),
+        )
+        .values(sealed_receipt=None)
+    )
+    spent = _spent(session, digest)
+    if spent is None:
+        try:
+            with session.begin_nested():
+                session.add(SpentSubmission(digest=digest, spent_on=today))
+        except IntegrityError:
+            # A second click racing the first: it has committed by now.
+            spent = _spent(session, digest)
+            if spent is None:
+                raise
+        else:
+            return
+    raise AlreadySent(_open_receipt(settings, spent, submission_id, browser, now))
+
+
+def _spent(session: Session, digest: bytes) -> SpentSubmission | None:
+    return session.execute(
+        select(SpentSubmission)
+        .where(SpentSubmission.digest == digest)
+        .execution_options(populate_existing=True)
+    ).scalar_one_or_none()
+
+
+def keep_receipt(
+    session: Session,
+    settings: Settings,
+    submission_id: str,
+    *,
+    browser: str | None,
+    case_code: str,
+    now: dt.datetime | None = None,
+) -> None:
+    """Seal the case code for the browser that sent the form, for RECEIPT_MINUTES."""
+    if browser is None:
+        return
+    now = now or utcnow()
+    digest = _submission_digest(settings, submission_id)
+    spent = session.get(SpentSubmission, digest)
+    if spent is None:
+        raise RuntimeError("keep_receipt needs spend_submission first")
+    expires = int((now + dt.timedelta(minutes=RECEIPT_MINUTES)).timestamp())
+    spent.sealed_receipt = crypto.seal(
+        _receipt_key(settings, submission_id, browser),
+        _EXPIRY.pack(expires) + case_code.encode(),
+        context=crypto.context(_RECEIPT_CONTEXT, digest),
+    )
     session.flush()
+
+
+def _open_receipt(
+    settings: Settings,
+    spent: SpentSubmission,
+    submission_id: str,
+    browser: str | None,
+    now: dt.datetime,
+) -> str | None:
+    if browser is None or spent.sealed_receipt is None:
+        return None
+    try:
+        opened = crypto.open_sealed(
+            _receipt_key(settings, submission_id, browser),
+            spent.sealed_receipt,
+            context=crypto.context(_RECEIPT_CONTEXT, spent.digest),
+        )
+    except crypto.CryptoError:
+        return None  # another browser
+    (expires,) = _EXPIRY.unpack(opened[: _EXPIRY.size])
+    if expires <= now.timestamp():
+        return None
+    return opened[_EXPIRY.size :].decode()
 
 
 @dataclass(frozen=True)
@@ -286,9 +413,7 @@ def submit_report(
     )
     session.add(case)
     session.flush()
-    session.add_all(
-        CaseExclusion(case_id=case_id, user_id=u, reason="reporter") for u in excluded_ids
-    )
+    exclusions.record_exclusions(session, settings, case_id, excluded_ids)
     for handler in routing.handlers:
         _wrap_for(session, verifying_key, case_id, handler, KeyPurpose.CASE, case_key, today)
     for custodian in routing.custodians:
@@ -352,9 +477,10 @@ def submit_report(
         details={
             "unit_id": unit_id,
             "routed_to_unit_id": routing.unit.id,
-            "recipients": [u.id for u in routing.handlers],
-            "custodians": [u.id for u in routing.custodians],
-            # Who was excluded names the likely accused: a count is enough here.
+            # Counts only: who received it, set against the unit's people, would
+            # name who was left out, and so the likely accused.
+            "recipients": len(routing.handlers),
+            "custodians": len(routing.custodians),
             "excluded_count": len(excluded_ids),
             "with_identity": bool(identity),
             "files": len(stored_files),
@@ -418,14 +544,18 @@ def open_reporter_session(
     token_secrets = crypto.derive_token(token, channel)
     now = utcnow()
     purge_expired_sessions(session, now)
+    expires = now + dt.timedelta(minutes=settings.reporter_session_minutes)
     session.add(
-        LoginSession(
+        ReporterSession(
             token_lookup=token_secrets.lookup,
             case_id=access.case_id,
+            # The exact expiry is sealed with the keys; only the day is in the clear.
             sealed_secret=crypto.seal(
-                token_secrets.key, keys, context=_reporter_context(access.case_id)
+                token_secrets.key,
+                _EXPIRY.pack(int(expires.timestamp())) + keys,
+                context=_session_context(access.case_id, token_secrets.lookup),
             ),
-            expires_at=coarse_expiry(now, settings.reporter_session_minutes),
+            purge_on=expires.date(),
         )
     )
     audit.record(session, actor=audit.REPORTER, action="reporter.login", case_id=access.case_id)
@@ -463,6 +593,10 @@ def _lookup(
     return (access, code_secrets.key) if access is not None else None
 
 
+def _session_context(case_id: str, lookup: bytes) -> bytes:
+    return crypto.context(_REPORTER_SESSION_CONTEXT, case_id, lookup)
+
+
 @dataclass(frozen=True)
 class ReporterPrincipal:
     case_id: str
@@ -470,22 +604,53 @@ class ReporterPrincipal:
     identity_key: bytes
 
 
-def reporter_session(
-    session: Session, token: str, channel: str = "api"
-) -> tuple[LoginSession, ReporterPrincipal]:
-    """The live reporter session for a token and the case keys it opens."""
-    found, token_secrets = find_session(session, token, channel)
-    if found.case_id is None:
-        raise Unauthenticated("This is not a reporter session.")
-    keys = crypto.open_sealed(
-        token_secrets.key, found.sealed_secret, context=_reporter_context(found.case_id)
-    )
+@dataclass(frozen=True)
+class LiveReporterSession:
+    principal: ReporterPrincipal
+    expires_at: dt.datetime  # exact, from inside the sealed secret
+
+
+def reporter_session(session: Session, token: str, channel: str = "api") -> LiveReporterSession:
+    """The live reporter session for a token and the case keys it opens.
+
+    The expiry checked is the one sealed under the token's key: a database
+    writer can neither read it nor move it.
+    """
+    token_secrets = crypto.derive_token(token, channel)
+    found = session.get(ReporterSession, token_secrets.lookup)
+    opened = None
+    if found is not None:
+        try:
+            opened = crypto.open_sealed(
+                token_secrets.key,
+                found.sealed_secret,
+                context=_session_context(found.case_id, found.token_lookup),
+            )
+        except crypto.CryptoError:
+            opened = None
+    if found is None or opened is None:
+        raise Unauthenticated("The session has expired or does not exist; log in again.")
+    (expires,) = _EXPIRY.unpack(opened[: _EXPIRY.size])
+    expires_at = dt.datetime.fromtimestamp(expires, dt.UTC)
+    if expires_at <= utcnow():
+        raise Unauthenticated("The session has expired or does not exist; log in again.")
+    keys = opened[_EXPIRY.size :]
     principal = ReporterPrincipal(found.case_id, keys[: crypto.KEY_BYTES], keys[crypto.KEY_BYTES :])
-    return found, principal
+    return LiveReporterSession(principal, expires_at)
 
 
 def reporter_principal(session: Session, token: str, channel: str = "api") -> ReporterPrincipal:
-    return reporter_session(session, token, channel)[1]
+    return reporter_session(session, token, channel).principal
+
+
+def end_reporter_session(session: Session, token: str, channel: str = "api") -> bool:
+    """Delete the reporter session behind `token`, if there is one; True if there was."""
+    found = session.get(ReporterSession, crypto.derive_token(token, channel).lookup)
+    if found is None:
+        return False
+    session.delete(found)
+    audit.record(session, actor=audit.REPORTER, action="session.ended", case_id=found.case_id)
+    return True
 
 
 # --------------------------------------------------------------------------

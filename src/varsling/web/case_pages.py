@@ -24,7 +24,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session, sessionmaker
 
 from varsling import audit, crypto
-from varsling.accounts.service import as_utc, find_session, logout, utcnow
+from varsling.accounts.service import utcnow
 from varsling.cases import attachments
 from varsling.cases.routes import download_response
 from varsling.config import Settings
@@ -140,21 +140,16 @@ def find_login(session: Session, token: str | None) -> CaseLogin | None:
     if token is None:
         return None
     try:
-        found, principal = service.reporter_session(session, token, WEB)
+        live = service.reporter_session(session, token, WEB)
     except Unauthenticated:
         return None
-    seconds_left = int((as_utc(found.expires_at) - utcnow()).total_seconds())
-    return CaseLogin(principal, max(1, seconds_left))
+    seconds_left = int((live.expires_at - utcnow()).total_seconds())
+    return CaseLogin(live.principal, max(1, seconds_left))
 
 
 def end_reporter_session(session: Session, token: str) -> None:
     """Delete the reporter session behind `token`, if there is one."""
-    try:
-        found, _ = find_session(session, token, WEB)
-    except Unauthenticated:
-        return
-    if found.case_id is not None:
-        logout(session, token, WEB)
+    service.end_reporter_session(session, token, WEB)
 
 
 async def _current_login(request: Request) -> CaseLogin | None:

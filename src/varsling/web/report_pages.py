@@ -12,7 +12,11 @@ code is the answer to the POST itself: the code is never in a URL.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import secrets
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -23,7 +27,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from varsling.accounts.models import Role, UnitKind, User
@@ -33,7 +37,14 @@ from varsling.config import Settings
 from varsling.db import DbSession, in_transaction
 from varsling.errors import InvalidInput
 from varsling.reports import service
-from varsling.reports.schemas import REPORT_FIELDS, REPORT_FLAGS, REPORT_TEXT_FIELDS, ReportIn
+from varsling.reports.schemas import (
+    LONG_TEXT_CHARS,
+    REPORT_FIELDS,
+    REPORT_FLAGS,
+    REPORT_TEXT_FIELDS,
+    SHORT_TEXT_CHARS,
+    ReportIn,
+)
 from varsling.reports.service import (
     AlreadySent,
     NoHandlers,
@@ -52,7 +63,7 @@ from varsling.web.pages import (
     page_templates,
     render_page,
 )
-from varsling.web.security import CsrfResult, check_csrf
+from varsling.web.security import CsrfResult, check_csrf, csrf_signer, session_value
 
 router = APIRouter(include_in_schema=False)
 
@@ -123,6 +134,18 @@ ERROR_ORDER: Final[tuple[str, ...]] = (
     "identity_name",
     "identity_contact",
 )
+# The longest text each box takes, as the server checks it (ReportIn).
+MAX_LENGTHS: Final[Mapping[str, int]] = {
+    "description": LONG_TEXT_CHARS,
+    "when": SHORT_TEXT_CHARS,
+    "where": SHORT_TEXT_CHARS,
+    "involved": LONG_TEXT_CHARS,
+    "witnesses": LONG_TEXT_CHARS,
+    "reported_before": LONG_TEXT_CHARS,
+    "desired_outcome": LONG_TEXT_CHARS,
+    "identity_name": SHORT_TEXT_CHARS,
+    "identity_contact": SHORT_TEXT_CHARS,
+}
 _SCHEMA_FIELDS: Final[Mapping[tuple[str | int, ...], str]] = {
     ("category",): "category",
     **{(name,): name for name in TEXT_FIELDS},
@@ -170,6 +193,15 @@ class ReportChoices:
     def handlers(self) -> list[Recipient]:
         """Everyone who could receive the report, once each: the people one can leave out."""
         return [recipient for level in self.levels for recipient in level.recipients]
+
+    @property
+    def custodians(self) -> list[Recipient]:
+        """Everyone who would hold the identity key, for any destination, once each."""
+        found: dict[int, Recipient] = {}
+        for destination in self.destinations:
+            for custodian in destination.unit.custodians:
+                found.setdefault(custodian.id, custodian)
+        return list(found.values())
 
     def destination(self, value: str) -> Destination:
         for destination in self.destinations:
@@ -304,21 +336,38 @@ def _fallback_levels(
     return levels
 
 
-SendProblem = Literal["nobody_left", "nobody_set_up", "not_offered"]
+SendProblem = Literal[
+    "nobody_left", "nobody_set_up", "not_offered", "custodians_not_offered", "not_stored"
+]
 
 
 class NotOffered(Exception):
-    """The report would reach someone the form did not name (handlers changed meanwhile)."""
+    """The report would reach someone the form did not name (people changed meanwhile)."""
+
+    def __init__(self, problem: SendProblem = "not_offered") -> None:
+        super().__init__(problem)
+        self.problem: SendProblem = problem
 
 
 def _check_routing(
-    session: Session, verifying_key: bytes, unit_id: int, excluded: set[int], offered: set[int]
+    session: Session,
+    verifying_key: bytes,
+    unit_id: int,
+    excluded: set[int],
+    offered: set[int],
+    offered_custodians: set[int],
 ) -> None:
-    """Raise unless the report reaches someone, and only people the form named."""
+    """Raise unless the report reaches someone, and only people the form named.
+
+    That holds for the identity key too: no custodian the form did not name
+    receives it.
+    """
     # InvalidInput: nobody is left
     routing = service.route(session, unit_id, excluded, verifying_key=verifying_key)
     if any(handler.id not in offered for handler in routing.handlers):
-        raise NotOffered
+        raise NotOffered("not_offered")
+    if any(custodian.id not in offered_custodians for custodian in routing.custodians):
+        raise NotOffered("custodians_not_offered")
 
 
 def _load_for_sending(
@@ -333,13 +382,16 @@ def _load_for_sending(
     if choices is None:
         return catalogue, None, None
     now_offered = {r.id for r in choices.handlers}
-    if draft.offered:
-        known = set(session.scalars(select(User.id).where(User.id.in_(draft.offered))))
-        draft.offered &= known
+    now_custodians = {r.id for r in choices.custodians}
+    named = draft.offered | draft.offered_custodians
+    known = set(session.scalars(select(User.id).where(User.id.in_(named)))) if named else set()
+    draft.offered = draft.offered & known if draft.offered else set(now_offered)
+    if draft.custodians_named:
+        draft.offered_custodians &= known
     else:
-        draft.offered = set(now_offered)
+        draft.offered_custodians = set(now_custodians)
     # Every person the form offered can be left out; anything else is not ours.
-    draft.excluded &= draft.offered | now_offered
+    draft.excluded &= draft.offered | now_offered | draft.offered_custodians | now_custodians
     try:
         _check_routing(
             session,
@@ -347,13 +399,14 @@ def _load_for_sending(
             choices.destination(draft.destination).unit.id,
             draft.excluded,
             draft.offered,
+            draft.offered_custodians,
         )
     except NoHandlers:
         return catalogue, choices, "nobody_set_up"
     except InvalidInput:
         return catalogue, choices, "nobody_left"
-    except NotOffered:
-        return catalogue, choices, "not_offered"
+    except NotOffered as changed:
+        return catalogue, choices, changed.problem
     return catalogue, choices, None
 
 
@@ -383,6 +436,10 @@ class ReportDraft:
     destination: str = "unit"
     excluded: set[int] = field(default_factory=set)
     offered: set[int] = field(default_factory=set)  # who the form named, as posted with it
+    offered_custodians: set[int] = field(default_factory=set)  # the custodians it named
+    # Our form always says it listed custodians, so "it named none" is told from
+    # "not our form" (which is held to who the form would name now).
+    custodians_named: bool = False
     # Random per form: a reload of the receipt cannot send the report twice.
     submission: str = field(default_factory=lambda: secrets.token_urlsafe(16))
 
@@ -397,6 +454,8 @@ class ReportDraft:
             destination=NATIONAL_CHOICE if form.first("destination") == NATIONAL_CHOICE else "unit",
             excluded=_ids(form.fields.get("excluded", [])),
             offered=_ids(form.fields.get("offered", [])),
+            offered_custodians=_ids(form.fields.get("offered_custodian", [])),
+            custodians_named=form.first("custodians_named") == "yes",
             submission=_submission_id(form.first("submission")),
         )
 
@@ -567,6 +626,7 @@ def _render_unit_step(
             "has_units": bool(catalogue.units),
             "national_choice": NATIONAL_CHOICE,
             "unit_error": error,
+            "recently_sent": recently_sent(request),
         },
         status_code=status_code,
     )
@@ -600,6 +660,8 @@ def _render_form(
             "csrf_status": csrf_status,
             "max_files": settings.max_files_per_report,
             "max_file_size": format_size(settings.max_file_bytes, language),
+            "max_lengths": MAX_LENGTHS,
+            "recently_sent": recently_sent(request),
         },
         status_code=status_code,
     )
@@ -691,6 +753,14 @@ async def _check_and_store(
     csrf_status = check_csrf(request, form.first("csrf_token"))
     unit_id = _unit_id(form.first("unit"))
     draft = ReportDraft.from_form(form)
+    if csrf_status == "ok":
+        # A second click first: its receipt, whatever changed on the form's side since.
+        try:
+            await run_in_threadpool(
+                in_transaction, maker, _check_unspent, settings, draft.submission, request
+            )
+        except AlreadySent as sent:
+            return _already_sent(request, language, sent)
     catalogue, choices, problem = await run_in_threadpool(
         in_transaction,
         maker,
@@ -724,6 +794,18 @@ async def _check_and_store(
                 "opened the form. Check who receives it, and send it again."
             )
         ),
+        "custodians_not_offered": messages(
+            N_(
+                "The identity custodians who would hold your name have changed since you "
+                "opened the form. Check who they are, and send it again."
+            )
+        ),
+        "not_stored": messages(
+            N_(
+                "Something went wrong while the report was being stored, so nothing was "
+                "stored and nothing was sent. What you wrote is kept below: send it again."
+            )
+        ),
         "nobody_set_up": messages(
             N_(
                 "Nobody can receive reports here yet: the ethics committee has not set up a "
@@ -740,6 +822,7 @@ async def _check_and_store(
     _file_errors(form.problems, settings, messages, errors)
 
     submission: Submission | None = None
+    status_code = 400 if csrf_status != "ok" else 422
     if valid is not None and not errors and csrf_status == "ok":
         try:
             submission = await run_in_threadpool(
@@ -752,17 +835,22 @@ async def _check_and_store(
                 form,
                 draft.submission,
                 draft.offered,
+                draft.offered_custodians,
+                session_value(request),
             )
-        except (AlreadySent, IntegrityError):
-            # A reload of the receipt, or a second click: the report is stored once.
-            return render_page(request, language, "report_already_sent.html", status_code=409)
+        except AlreadySent as sent:
+            return _already_sent(request, language, sent)
         except NoHandlers:
             errors.add("excluded", problem_messages["nobody_set_up"])
         except InvalidInput:
             # Handlers changed since the check above: the same answer.
             errors.add("excluded", problem_messages["nobody_left"])
-        except NotOffered:
-            errors.add("excluded", problem_messages["not_offered"])
+        except NotOffered as changed:
+            errors.add("excluded", problem_messages[changed.problem])
+        except SQLAlchemyError:
+            # Anything else the database refused rolled back the whole report.
+            errors.add("excluded", problem_messages["not_stored"])
+            status_code = 503
         if errors:
             # Show who would receive it now.
             catalogue, reloaded = await run_in_threadpool(
@@ -771,7 +859,7 @@ async def _check_and_store(
             if reloaded is not None:
                 choices = reloaded
     if submission is not None:
-        return _render_receipt(request, language, submission)
+        return _render_receipt(request, language, submission.case_code)
 
     chosen = [sealed.name for sealed in form.files]
     if chosen:
@@ -792,8 +880,24 @@ async def _check_and_store(
         draft=draft,
         errors=errors,
         csrf_status=csrf_status,
-        status_code=400 if csrf_status != "ok" else 422,
+        status_code=status_code,
     )
+
+
+def _check_unspent(
+    session: Session, settings: Settings, submission_id: str, request: Request
+) -> None:
+    service.check_unspent(
+        session, settings, submission_id, browser=session_value(request), now=utcnow()
+    )
+
+
+def _already_sent(request: Request, language: Language, sent: AlreadySent) -> HTMLResponse:
+    if sent.case_code is not None:
+        # The same browser sent this very form moments ago: the same receipt.
+        return _render_receipt(request, language, sent.case_code)
+    # A reload long after, or another browser: the report is stored once.
+    return render_page(request, language, "report_already_sent.html", status_code=409)
 
 
 def _submission_id(value: str) -> str:
@@ -815,17 +919,22 @@ def _submit(
     form: ParsedForm,
     submission_id: str,
     offered: set[int],
+    offered_custodians: set[int],
+    browser: str | None,
 ) -> Submission:
-    # Checked again in the transaction that stores it: handlers may have changed.
+    now = utcnow()
+    # First: a second click gets the first click's receipt, whatever changed since.
+    service.spend_submission(session, settings, submission_id, browser=browser, now=now)
+    # Checked again in the transaction that stores it: people may have changed.
     _check_routing(
         session,
         settings.signing_public_key,
         report.unit_id,
         set(report.excluded_recipients),
         offered,
+        offered_custodians,
     )
-    service.spend_submission(session, settings, submission_id, utcnow().date())
-    return service.submit_report(
+    submission = service.submit_report(
         session,
         settings,
         unit_id=report.unit_id,
@@ -835,7 +944,17 @@ def _submit(
         excluded=report.excluded_recipients,
         prepared=prepared,
         files=form.files,
+        today=now.date(),
     )
+    service.keep_receipt(
+        session,
+        settings,
+        submission_id,
+        browser=browser,
+        case_code=submission.case_code,
+        now=now,
+    )
+    return submission
 
 
 def _public_url(request: Request, path: str) -> str:
@@ -846,13 +965,54 @@ def _public_url(request: Request, path: str) -> str:
     return base + path
 
 
-def _render_receipt(request: Request, language: Language, submission: Submission) -> HTMLResponse:
-    return render_page(
+def _render_receipt(request: Request, language: Language, case_code: str) -> HTMLResponse:
+    response = render_page(
         request,
         language,
         "receipt.html",
         {
-            "code_groups": submission.case_code.split(" "),
+            "code_groups": case_code.split(" "),
             "follow_up_url": _public_url(request, f"/{language}/follow-up"),
         },
     )
+    _mark_sent(request, response)
+    return response
+
+
+# --------------------------------------------------------------------------
+# "A report was just sent from this browser": a signed cookie, nothing stored
+
+SENT_COOKIE: Final = "varsling_sent"
+SENT_SECONDS: Final = service.RECEIPT_MINUTES * 60
+
+
+def _sent_mac(request: Request, until: int) -> str:
+    message = b"varsling/report-sent/v1\x00" + str(until).encode()
+    digest = hmac.new(csrf_signer(request).secret, message, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def _mark_sent(request: Request, response: HTMLResponse) -> None:
+    """Flag this browser for SENT_SECONDS: only an expiry and its MAC, no case, no id."""
+    until = int(time.time()) + SENT_SECONDS
+    response.set_cookie(
+        SENT_COOKIE,
+        f"{until}.{_sent_mac(request, until)}",
+        max_age=SENT_SECONDS,
+        path="/",
+        secure=csrf_signer(request).secure_cookie,
+        httponly=True,
+        samesite="strict",
+    )
+
+
+def recently_sent(request: Request, *, now: float | None = None) -> bool:
+    """Whether this browser showed a receipt in the last SENT_SECONDS."""
+    until_text, _, mac = request.cookies.get(SENT_COOKIE, "").partition(".")
+    if not (until_text.isascii() and until_text.isdigit() and len(until_text) < 12):
+        return False
+    until = int(until_text)
+    moment = time.time() if now is None else now
+    if not hmac.compare_digest(mac.encode(), _sent_mac(request, until).encode()):
+        return False
+    return moment < until <= moment + SENT_SECONDS + 60

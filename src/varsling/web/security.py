@@ -1,9 +1,11 @@
 """Security headers on every response, and CSRF protection for the reporter forms.
 
-The only cookie the service sets is `varsling_session`: a random value per
+The cookie the service sets is `varsling_session`: a random value per
 browser, HttpOnly, SameSite=Strict, gone after two hours. Served over TLS
 (the default in production) it is `__Host-varsling_session`, Secure, for the
-whole site and no Domain, so no other host or plain-http page can set it. A form token is an
+whole site and no Domain, so no other host or plain-http page can set it. (The
+receipt adds `varsling_sent` for ten minutes: an expiry and its MAC, see
+report_pages.) A form token is an
 HMAC over its issue time and that value, so it works only in the browser it
 was given to, and an old token can be told apart from a forged one (the
 issue time carries its own HMAC, which needs no cookie to check).

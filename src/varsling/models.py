@@ -8,7 +8,7 @@ from varsling.accounts.models import (
     User,
     UserRole,
 )
-from varsling.audit import AuditEvent, AuditHead
+from varsling.audit import AuditCheckpoint, AuditEvent, AuditHead, ReporterAuditEvent
 from varsling.cases.models import (
     Attachment,
     AttachmentChunk,
@@ -25,6 +25,7 @@ from varsling.throttle import LoginThrottle
 __all__ = [
     "Attachment",
     "AttachmentChunk",
+    "AuditCheckpoint",
     "AuditEvent",
     "AuditHead",
     "Base",
@@ -37,6 +38,7 @@ __all__ = [
     "LoginThrottle",
     "Membership",
     "ReporterAccess",
+    "ReporterAuditEvent",
     "SpentSubmission",
     "Unit",
     "User",

@@ -329,3 +329,23 @@ def test_verify_answers_for_both_chains(
     event = db.scalars(select(AuditEvent).where(AuditEvent.action == "audit.verified")).one()
     assert "staff_events" in json.loads(event.details)
     assert "events" not in json.loads(event.details)
+
+
+def test_a_long_transaction_does_not_hold_the_chain_while_it_works(engine: Engine) -> None:
+    """The head is locked only at commit: another action records and commits meanwhile."""
+    maker = make_sessionmaker(engine)
+    postgres = engine.dialect.name == "postgresql"
+    with maker() as slow, maker() as quick:
+        audit.record(slow, actor="user:1", action="case.file_downloaded")
+        if postgres:
+            # The slow action is mid-transaction (e.g. decrypting a download).
+            assert slow.scalar(select(func.count()).select_from(AuditEvent)) == 0
+            quick.execute(text("SET LOCAL lock_timeout = '2s'"))
+        audit.record(quick, actor="user:2", action="case.read")
+        quick.commit()
+        slow.commit()
+
+        rows = quick.execute(select(AuditEvent.seq, AuditEvent.actor).order_by(AuditEvent.seq))
+        assert [tuple(r) for r in rows] == [(1, "user:2"), (2, "user:1")]
+    with maker() as session:
+        assert audit.verify(session).ok

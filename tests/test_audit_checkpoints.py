@@ -347,7 +347,8 @@ def test_cli_export_verifies_offline_with_no_settings_and_no_database(
     laptop = tmp_path / "laptop"
     laptop.mkdir()
     bare = {k: v for k, v in os.environ.items() if not k.startswith("VARSLING_")}
-    bare |= {"PYTHONPATH": SRC, "VARSLING_DATABASE_URL": f"sqlite:///{laptop}/none/x.db"}
+    # No VARSLING_* at all: the default database path (var/varsling.db) does not exist here.
+    bare |= {"PYTHONPATH": SRC}
 
     ok = _cli(
         "audit",

@@ -349,3 +349,20 @@ def test_a_long_transaction_does_not_hold_the_chain_while_it_works(engine: Engin
         assert [tuple(r) for r in rows] == [(1, "user:2"), (2, "user:1")]
     with maker() as session:
         assert audit.verify(session).ok
+
+
+def test_an_action_whose_event_cannot_be_appended_is_refused_as_json(
+    client: TestClient, db: Session, settings: Settings
+) -> None:
+    unit = make_unit(db)
+    make_user(db, settings, "hanne", units=(unit.id,))
+    with unguarded(db):
+        db.execute(text("DELETE FROM audit_head WHERE id = 2"))
+
+    response = client.post("/api/v1/reports", json=report(unit.id))
+
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "audit_trail_broken"
+    assert "case_code" not in response.text
+    db.rollback()
+    assert db.scalar(text("SELECT count(*) FROM cases")) == 0

@@ -42,6 +42,8 @@ SYSTEM = "system"
 STAFF_HEAD = 1
 REPORTER_HEAD = 2
 _PENDING = "varsling.audit.pending"
+# Rows read at a time when walking or exporting a chain.
+_BATCH = 1000
 
 
 class AuditEvent(Base):
@@ -302,7 +304,12 @@ def _verify_chain(
     count = 0
     rows = cast(
         "Iterable[AuditEvent | ReporterAuditEvent]",
-        session.scalars(select(model).where(model.seq <= head.seq).order_by(model.seq)),
+        session.scalars(
+            select(model)
+            .where(model.seq <= head.seq)
+            .order_by(model.seq)
+            .execution_options(yield_per=_BATCH)
+        ),
     )
     for row in rows:
         count += 1
@@ -493,7 +500,10 @@ def export(session: Session, seed: bytes, *, actor: str, now: dt.datetime | None
 
     def lines() -> Iterator[str]:
         staff_rows = session.execute(
-            select(AuditEvent).where(AuditEvent.seq <= checkpoint.seq).order_by(AuditEvent.seq)
+            select(AuditEvent)
+            .where(AuditEvent.seq <= checkpoint.seq)
+            .order_by(AuditEvent.seq)
+            .execution_options(yield_per=_BATCH)
         )
         for row in staff_rows.scalars():
             yield export_line(STAFF_CHAIN, _staff_fields(row), row.hash)
@@ -501,6 +511,7 @@ def export(session: Session, seed: bytes, *, actor: str, now: dt.datetime | None
             select(ReporterAuditEvent)
             .where(ReporterAuditEvent.seq <= checkpoint.reporter_seq)
             .order_by(ReporterAuditEvent.seq)
+            .execution_options(yield_per=_BATCH)
         )
         for reporter_row in reporter_rows.scalars():
             yield export_line(REPORTER_CHAIN, _reporter_fields(reporter_row), reporter_row.hash)

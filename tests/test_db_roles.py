@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +21,8 @@ from tests.factories import login, make_unit, make_user, report, reporter_login
 from varsling import audit
 from varsling.app import create_app
 from varsling.db import make_engine, make_sessionmaker, migrate_installation
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
 @pytest.fixture
@@ -54,8 +60,24 @@ def test_the_service_role_cannot_rewrite_the_trail_but_runs_the_service(
 ) -> None:
     role = make_url(service_url).username
     assert migrate_installation(service_url, database_url) == role
-    # Idempotent: every `varsling migrate` grants again.
-    assert migrate_installation(service_url, database_url) == role
+    # Idempotent: every `varsling migrate` grants again, as the owner.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VARSLING_")}
+    env |= {
+        "PYTHONPATH": SRC,
+        "VARSLING_DATABASE_URL": service_url,
+        "VARSLING_MIGRATION_DATABASE_URL": database_url,
+        "VARSLING_SECRETS_FILE": "/nonexistent",
+    }
+    migrated = subprocess.run(
+        [sys.executable, "-m", "varsling.cli", "migrate"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    assert f"Granted the service role {role!r}" in migrated.stdout
+    assert service_url not in migrated.stdout + migrated.stderr
     settings = make_settings(service_url)
     app = create_app(settings)
     try:

@@ -317,6 +317,7 @@ def audit_export(
     seed = _signing_seed(settings)
     try:
         fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
     except OSError as exc:
         typer.echo(f"Error: cannot write {output}: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -422,6 +422,17 @@ def _against_checkpoint(
     return Verification(True, events, None, None, "intact and holds the checkpoint", chains)
 
 
+def reporter_events_before(session: Session, day: dt.date) -> int:
+    """How many reporter events are dated before `day`: what may be told about the
+    reporter chain without placing today's events against the time of asking."""
+    count = session.scalar(
+        select(func.count())
+        .select_from(ReporterAuditEvent)
+        .where(ReporterAuditEvent.day < day.isoformat())
+    )
+    return count or 0
+
+
 # --------------------------------------------------------------------------
 # Checkpoints and export
 

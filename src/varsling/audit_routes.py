@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
-from varsling import audit
+from varsling import audit, audit_chain
 from varsling.authz import Auditor
 from varsling.config import Settings
 from varsling.db import DbSession
@@ -63,15 +65,28 @@ def verify(principal: Auditor, session: DbSession, request: Request) -> Verifica
             "first_bad": result.first_bad,
         },
     )
+    # The whole reporter chain is walked, but only the events of earlier days are
+    # counted out loud: an auditor asking every minute must not learn when
+    # today's reporter events happened.
+    told = {
+        c.chain: c.events
+        if c.chain != audit_chain.REPORTER_CHAIN
+        else audit.reporter_events_before(session, dt.datetime.now(dt.UTC).date())
+        for c in result.chains
+    }
     return VerificationOut(
         ok=result.ok,
-        events=result.events,
+        events=sum(told.values()),
         first_bad=result.first_bad,
         chain=result.chain,
         reason=result.reason,
         chains=[
             ChainVerificationOut(
-                chain=c.chain, ok=c.ok, events=c.events, first_bad=c.first_bad, reason=c.reason
+                chain=c.chain,
+                ok=c.ok,
+                events=told[c.chain],
+                first_bad=c.first_bad,
+                reason=c.reason,
             )
             for c in result.chains
         ],

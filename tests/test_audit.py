@@ -371,3 +371,15 @@ def test_an_action_whose_event_cannot_be_appended_is_refused_as_json(
     assert "case_code" not in response.text
     db.rollback()
     assert db.scalar(text("SELECT count(*) FROM cases")) == 0
+
+
+def test_events_queued_before_any_sql_are_dropped_by_rollback_and_close(db: Session) -> None:
+    audit.record(db, actor="system", action="user.login_failed")
+    db.rollback()
+    audit.record(db, actor=audit.REPORTER, action="reporter.login")
+    db.close()
+    audit.record(db, actor="system", action="unit.created")
+    db.commit()
+
+    assert db.scalars(select(AuditEvent.action)).all() == ["unit.created"]
+    assert db.scalar(select(func.count()).select_from(ReporterAuditEvent)) == 0

@@ -145,6 +145,9 @@ def record(
     must be metadata (ids, statuses, counts), never content, identities or codes.
     """
     queued = _Queued(actor, action, case_id, json.dumps(details or {}, sort_keys=True), now)
+    if not session.in_transaction():
+        # Tie the queue to a transaction (no SQL yet), so a rollback or close drops it.
+        session.begin()
     session.info.setdefault(_PENDING, []).append(queued)
 
 

@@ -320,6 +320,11 @@ def test_cli_checkpoint_then_verify_against_it(
     ok = _cli("audit", "verify", "--checkpoint", str(saved), env=env)
     assert ok.returncode == 0, ok.stderr
     assert "holds checkpoint" in ok.stdout
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps({**body, "seq": body["seq"] - 1}))
+    refused = _cli("audit", "verify", "--checkpoint", str(forged), env=env)
+    assert refused.returncode == 1
+    assert "does not verify" in refused.stderr
 
     db.rollback()
     _cut_staff_tail_and_move_head(db)
@@ -374,6 +379,8 @@ def test_cli_export_verifies_offline_with_no_settings_and_no_database(
 
     assert ok.returncode == 0, ok.stderr
     assert "OK" in ok.stdout
+    without_key = _cli("audit", "verify", "--export", str(exported), env=bare, cwd=laptop)
+    assert without_key.returncode == 2
     assert reordered.returncode == 1
     assert "staff chain breaks at sequence number 1" in reordered.stderr
     assert list(laptop.iterdir()) == []

@@ -110,7 +110,8 @@ class PostgresDatabase:
             connection.execute(text("SET LOCAL session_replication_role = replica"))
             connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
             connection.execute(
-                text("INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, :h)"), {"h": "0" * 64}
+                text("INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, :h), (2, 0, :h)"),
+                {"h": "0" * 64},
             )
             connection.execute(
                 text(

@@ -1,7 +1,7 @@
 """reporter privacy: keyed exclusions, reporter sessions apart, kept receipts
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-03
 
 Exclusions become one row per case of keyed hashes (cases/exclusions.py).
@@ -23,7 +23,7 @@ from alembic import context, op
 from varsling.cases import exclusions
 
 revision: str = "0007"
-down_revision: str | None = "0005"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

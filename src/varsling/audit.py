@@ -1,25 +1,53 @@
-"""Append-only, hash-chained audit trail: record() in the action's transaction, verify()."""
+"""Append-only, hash-chained audit trail: record(), verify(), checkpoints and export.
+
+Two chains, each with its own sequence and head row: staff and system events
+(with seconds) and reporter events (with the day only), so a reporter event's
+place never reveals its time of day. record() only queues an event; the
+queue is appended just before the transaction commits (head locked, seq and
+hash computed, rows inserted), so long work in the transaction does not hold
+the chain's lock, and a rollback drops the events with the action.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Integer, String, Text, select
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import Integer, String, Text, event, func, select
+from sqlalchemy.orm import Mapped, Session, SessionTransaction, mapped_column
 
-from varsling.crypto import sha256
+from varsling import crypto
+from varsling.audit_chain import (
+    GENESIS_HASH,
+    REPORTER_CHAIN,
+    STAFF_CHAIN,
+    Checkpoint,
+    chain_hash,
+    checkpoint_line,
+    export_line,
+    reporter_fields,
+    sign_checkpoint,
+    staff_fields,
+)
 from varsling.db import Base
+from varsling.errors import Conflict, VarslingError
 
-GENESIS_HASH = "0" * 64
+__all__ = ["GENESIS_HASH", "REPORTER", "SYSTEM", "Checkpoint"]
+
 REPORTER = "reporter"
 SYSTEM = "system"
+STAFF_HEAD = 1
+REPORTER_HEAD = 2
+_PENDING = "varsling.audit.pending"
+# Rows read at a time when walking or exporting a chain.
+_BATCH = 1000
 
 
 class AuditEvent(Base):
-    """One event. The database refuses UPDATE and DELETE on this table (triggers)."""
+    """One staff-chain event. The database refuses UPDATE and DELETE on this table."""
 
     __tablename__ = "audit_events"
 
@@ -33,8 +61,21 @@ class AuditEvent(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
+class ReporterAuditEvent(Base):
+    """One reporter-chain event: the day only, no time, no actor beyond "reporter"."""
+
+    __tablename__ = "audit_reporter_events"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    day: Mapped[str] = mapped_column(String(10))
+    action: Mapped[str] = mapped_column(String(60), index=True)
+    case_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    details: Mapped[str] = mapped_column(Text)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
 class AuditHead(Base):
-    """The chain's last sequence number and hash; locked while appending."""
+    """A chain's last sequence number and hash (id 1: staff, 2: reporter); locked to append."""
 
     __tablename__ = "audit_head"
 
@@ -43,23 +84,50 @@ class AuditHead(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
-def _canonical(event: dict[str, Any]) -> bytes:
-    return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+class AuditCheckpoint(Base):
+    """A signed checkpoint as issued; the auditor keeps a copy outside the database."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))
+    reporter_seq: Mapped[int] = mapped_column(Integer)
+    reporter_hash: Mapped[str] = mapped_column(String(64))
+    signed_at: Mapped[str] = mapped_column(String(40))
+    signature: Mapped[str] = mapped_column(String(100))
+    key_fingerprint: Mapped[str] = mapped_column(String(60))
+
+    def as_checkpoint(self) -> Checkpoint:
+        return Checkpoint(
+            seq=self.seq,
+            hash=self.hash,
+            reporter_seq=self.reporter_seq,
+            reporter_hash=self.reporter_hash,
+            signed_at=self.signed_at,
+            signature=self.signature,
+            key_fingerprint=self.key_fingerprint,
+        )
 
 
-def _event_hash(previous: str, fields: dict[str, Any]) -> str:
-    return sha256(bytes.fromhex(previous) + _canonical(fields)).hex()
+class AuditTrailBroken(VarslingError):
+    """The trail cannot be appended to or vouched for; nothing is written or signed."""
+
+    status_code = 500
+    code = "audit_trail_broken"
 
 
-def _fields(event: AuditEvent) -> dict[str, Any]:
-    return {
-        "seq": event.seq,
-        "occurred": event.occurred,
-        "actor": event.actor,
-        "action": event.action,
-        "case_id": event.case_id,
-        "details": json.loads(event.details),
-    }
+# --------------------------------------------------------------------------
+# Appending
+
+
+@dataclass(frozen=True)
+class _Queued:
+    actor: str
+    action: str
+    case_id: str | None
+    details: str
+    now: dt.datetime | None
 
 
 def record(
@@ -70,37 +138,131 @@ def record(
     case_id: str | None = None,
     details: dict[str, Any] | None = None,
     now: dt.datetime | None = None,
-) -> AuditEvent:
-    """Append an event in the caller's transaction.
+) -> None:
+    """Queue an event; it is appended in the caller's transaction just before it commits.
 
-    Reporter events carry the day only, never the time of day. Details must
-    be metadata (ids, statuses, counts), never content, identities or codes.
+    Reporter events go to the reporter chain and carry the day only. Details
+    must be metadata (ids, statuses, counts), never content, identities or codes.
     """
-    moment = now or dt.datetime.now(dt.UTC)
-    occurred = (
-        moment.date().isoformat()
-        if actor == REPORTER
-        else moment.replace(microsecond=0).isoformat()
-    )
+    queued = _Queued(actor, action, case_id, json.dumps(details or {}, sort_keys=True), now)
+    if not session.in_transaction():
+        # Tie the queue to a transaction (no SQL yet), so a rollback or close drops it.
+        session.begin()
+    session.info.setdefault(_PENDING, []).append(queued)
+
+
+@event.listens_for(Session, "before_commit")
+def _append_queued(session: Session) -> None:
+    if session.in_nested_transaction():
+        # A savepoint is being released: the events wait for the real commit.
+        return
+    queued: list[_Queued] = session.info.pop(_PENDING, [])
+    if not queued:
+        return
+    moment = dt.datetime.now(dt.UTC)
+    staff = [q for q in queued if q.actor != REPORTER]
+    reporter = [q for q in queued if q.actor == REPORTER]
+    # Always lock the staff head before the reporter head: no deadlock between the two.
+    if staff:
+        _append_staff(session, staff, moment)
+    if reporter:
+        _append_reporter(session, reporter, moment)
+    session.flush()
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _drop_queued(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        # Committed (already appended) or rolled back (dropped with the action).
+        session.info.pop(_PENDING, None)
+
+
+def _locked_head(session: Session, head_id: int) -> AuditHead:
     head = session.execute(
-        select(AuditHead).where(AuditHead.id == 1).with_for_update()
+        select(AuditHead)
+        .where(AuditHead.id == head_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     ).scalar_one_or_none()
     if head is None:
-        head = AuditHead(id=1, seq=0, hash=GENESIS_HASH)
-        session.add(head)
-    event = AuditEvent(
-        seq=head.seq + 1,
-        occurred=occurred,
-        actor=actor,
-        action=action,
-        case_id=case_id,
-        details=json.dumps(details or {}, sort_keys=True),
+        raise AuditTrailBroken("The audit trail's head row is missing; nothing can be recorded.")
+    return head
+
+
+def _append_staff(session: Session, queued: list[_Queued], moment: dt.datetime) -> None:
+    head = _locked_head(session, STAFF_HEAD)
+    for item in queued:
+        occurred = (item.now or moment).astimezone(dt.UTC).replace(microsecond=0).isoformat()
+        row = AuditEvent(
+            seq=head.seq + 1,
+            occurred=occurred,
+            actor=item.actor,
+            action=item.action,
+            case_id=item.case_id,
+            details=item.details,
+        )
+        row.hash = chain_hash(head.hash, _staff_fields(row))
+        head.seq, head.hash = row.seq, row.hash
+        session.add(row)
+
+
+def _append_reporter(session: Session, queued: list[_Queued], moment: dt.datetime) -> None:
+    head = _locked_head(session, REPORTER_HEAD)
+    last_day = (
+        session.scalar(select(ReporterAuditEvent.day).where(ReporterAuditEvent.seq == head.seq))
+        if head.seq
+        else None
     )
-    event.hash = _event_hash(head.hash, _fields(event))
-    head.seq, head.hash = event.seq, event.hash
-    session.add(event)
-    session.flush()
-    return event
+    for item in queued:
+        # Days never go backwards along the chain, so "every event before day D"
+        # is a prefix that a checkpoint can sign.
+        day = max((item.now or moment).astimezone(dt.UTC).date().isoformat(), last_day or "")
+        row = ReporterAuditEvent(
+            seq=head.seq + 1,
+            day=day,
+            action=item.action,
+            case_id=item.case_id,
+            details=item.details,
+        )
+        row.hash = chain_hash(head.hash, _reporter_fields(row))
+        head.seq, head.hash, last_day = row.seq, row.hash, day
+        session.add(row)
+
+
+def _staff_fields(row: AuditEvent) -> dict[str, Any]:
+    return staff_fields(
+        seq=row.seq,
+        occurred=row.occurred,
+        actor=row.actor,
+        action=row.action,
+        case_id=row.case_id,
+        details=json.loads(row.details),
+    )
+
+
+def _reporter_fields(row: ReporterAuditEvent) -> dict[str, Any]:
+    return reporter_fields(
+        seq=row.seq,
+        day=row.day,
+        action=row.action,
+        case_id=row.case_id,
+        details=json.loads(row.details),
+    )
+
+
+# --------------------------------------------------------------------------
+# Verifying
+
+
+@dataclass(frozen=True)
+class ChainVerification:
+    chain: str
+    ok: bool
+    events: int
+    first_bad: int | None
+    reason: str
+    head_seq: int = 0
+    head_hash: str = GENESIS_HASH
 
 
 @dataclass(frozen=True)
@@ -108,37 +270,265 @@ class Verification:
     ok: bool
     events: int
     first_bad: int | None
+    chain: str | None
+    reason: str
+    chains: tuple[ChainVerification, ...]
 
 
-def verify(session: Session) -> Verification:
-    """Walk the chain; name the first sequence number whose event does not check out.
+_CHAINS: tuple[tuple[str, int, type[AuditEvent] | type[ReporterAuditEvent]], ...] = (
+    (STAFF_CHAIN, STAFF_HEAD, AuditEvent),
+    (REPORTER_CHAIN, REPORTER_HEAD, ReporterAuditEvent),
+)
 
-    A gap (a removed event), a changed event, a reordering, or a chain that
-    ends before the recorded head all break it.
-    """
+
+def _head(session: Session, head_id: int) -> AuditHead | None:
+    return session.execute(
+        select(AuditHead).where(AuditHead.id == head_id).execution_options(populate_existing=True)
+    ).scalar_one_or_none()
+
+
+def _fields_of(row: AuditEvent | ReporterAuditEvent) -> dict[str, Any]:
+    if isinstance(row, AuditEvent):
+        return _staff_fields(row)
+    return _reporter_fields(row)
+
+
+def _verify_chain(
+    session: Session, chain: str, head_id: int, model: type[AuditEvent] | type[ReporterAuditEvent]
+) -> ChainVerification:
     # Read the head first and walk only up to it: events appended by others
     # while we walk (PostgreSQL reads each statement afresh) are not ours to judge.
-    head = session.get(AuditHead, 1)
-    last = head.seq if head is not None else None
+    head = _head(session, head_id)
+    if head is None:
+        count = session.scalar(select(func.count()).select_from(model)) or 0
+        return ChainVerification(chain, False, count, 1, "the chain's head row is missing")
     previous = GENESIS_HASH
-    expected_seq = 1
+    expected = 1
     count = 0
-    query = select(AuditEvent).order_by(AuditEvent.seq)
-    if last is not None:
-        query = query.where(AuditEvent.seq <= last)
-    rows = session.execute(query).scalars()
-    for event in rows:
+    rows = cast(
+        "Iterable[AuditEvent | ReporterAuditEvent]",
+        session.scalars(
+            select(model)
+            .where(model.seq <= head.seq)
+            .order_by(model.seq)
+            .execution_options(yield_per=_BATCH)
+        ),
+    )
+    for row in rows:
         count += 1
+        if row.seq != expected:
+            return ChainVerification(chain, False, count, expected, f"event {expected} is missing")
         try:
-            fields = _fields(event)
+            fields = _fields_of(row)
         except (ValueError, TypeError):
-            return Verification(False, count, event.seq)
-        if event.seq != expected_seq:
-            return Verification(False, count, expected_seq)
-        if _event_hash(previous, fields) != event.hash:
-            return Verification(False, count, event.seq)
-        previous = event.hash
-        expected_seq += 1
-    if head is not None and (head.seq != expected_seq - 1 or head.hash != previous):
-        return Verification(False, count, expected_seq)
-    return Verification(True, count, None)
+            return ChainVerification(chain, False, count, row.seq, f"event {row.seq} is malformed")
+        if chain_hash(previous, fields) != row.hash:
+            return ChainVerification(
+                chain, False, count, row.seq, f"event {row.seq} does not match its hash"
+            )
+        previous = row.hash
+        expected += 1
+    if head.seq != expected - 1 or head.hash != previous:
+        return ChainVerification(
+            chain, False, count, expected, "the chain does not end at its recorded head"
+        )
+    # Rows past the head were written behind the app's back. Look for them
+    # before reading the head again: a row another transaction committed is
+    # covered by the head it committed with.
+    highest = session.scalar(select(func.max(model.seq)))
+    later = _head(session, head_id)
+    if highest is not None and (later is None or highest > later.seq):
+        first = (later.seq if later is not None else head.seq) + 1
+        return ChainVerification(chain, False, count, first, "events lie beyond the chain's head")
+    return ChainVerification(chain, True, count, None, "intact", head.seq, head.hash)
+
+
+def _combine(chains: tuple[ChainVerification, ...]) -> Verification:
+    events = sum(c.events for c in chains)
+    for result in chains:
+        if not result.ok:
+            return Verification(
+                False, events, result.first_bad, result.chain, result.reason, chains
+            )
+    return Verification(True, events, None, None, "intact", chains)
+
+
+def verify(session: Session, *, public_key: bytes | None = None) -> Verification:
+    """Walk both chains; name the chain and first sequence number that does not check out.
+
+    A gap (a removed event), a changed event, a reordering, a chain that ends
+    before or after its recorded head, or a missing head row all break it.
+    With the installation's `public_key`, every stored checkpoint must also
+    carry a good signature and still be held by the chains.
+    """
+    chains = tuple(_verify_chain(session, *spec) for spec in _CHAINS)
+    result = _combine(chains)
+    if not result.ok or public_key is None:
+        return result
+    for stored in session.execute(select(AuditCheckpoint).order_by(AuditCheckpoint.id)).scalars():
+        held = _against_checkpoint(session, chains, stored.as_checkpoint(), public_key)
+        if not held.ok:
+            return held
+    return result
+
+
+def verify_checkpoint(session: Session, checkpoint: Checkpoint, public_key: bytes) -> Verification:
+    """Both chains verify and still hold the checkpoint's heads, which the key signed."""
+    chains = tuple(_verify_chain(session, *spec) for spec in _CHAINS)
+    result = _combine(chains)
+    if not result.ok:
+        return result
+    return _against_checkpoint(session, chains, checkpoint, public_key)
+
+
+def _against_checkpoint(
+    session: Session,
+    chains: tuple[ChainVerification, ...],
+    checkpoint: Checkpoint,
+    public_key: bytes,
+) -> Verification:
+    events = sum(c.events for c in chains)
+    if not checkpoint.signature_valid(public_key):
+        return Verification(
+            False,
+            events,
+            None,
+            None,
+            f"the checkpoint signed at {checkpoint.signed_at} does not verify with key "
+            f"{crypto.key_fingerprint(public_key)}",
+            chains,
+        )
+    staff, reporter = chains
+    for result, model, seq, expected in (
+        (staff, AuditEvent, checkpoint.seq, checkpoint.hash),
+        (reporter, ReporterAuditEvent, checkpoint.reporter_seq, checkpoint.reporter_hash),
+    ):
+        if result.head_seq < seq:
+            return Verification(
+                False,
+                events,
+                result.head_seq + 1,
+                result.chain,
+                f"the chain ends at event {result.head_seq}, the checkpoint at {seq}",
+                chains,
+            )
+        held = session.scalar(select(model.hash).where(model.seq == seq)) if seq else GENESIS_HASH
+        if held != expected:
+            return Verification(
+                False,
+                events,
+                seq,
+                result.chain,
+                f"event {seq} no longer holds the checkpoint's hash",
+                chains,
+            )
+    return Verification(True, events, None, None, "intact and holds the checkpoint", chains)
+
+
+def reporter_events_before(session: Session, day: dt.date) -> int:
+    """How many reporter events are dated before `day`: what may be told about the
+    reporter chain without placing today's events against the time of asking."""
+    count = session.scalar(
+        select(func.count())
+        .select_from(ReporterAuditEvent)
+        .where(ReporterAuditEvent.day < day.isoformat())
+    )
+    return count or 0
+
+
+# --------------------------------------------------------------------------
+# Checkpoints and export
+
+
+def create_checkpoint(
+    session: Session, seed: bytes, *, actor: str, now: dt.datetime | None = None
+) -> Checkpoint:
+    """Verify both chains, then sign and store their heads (the reporter chain's as of
+    the end of the previous day), auditing the signing in the same transaction."""
+    checkpoint = _signed_heads(session, seed, now or dt.datetime.now(dt.UTC))
+    record(session, actor=actor, action="audit.checkpoint_signed", details={"seq": checkpoint.seq})
+    return checkpoint
+
+
+def _signed_heads(session: Session, seed: bytes, moment: dt.datetime) -> Checkpoint:
+    result = verify(session)
+    if not result.ok:
+        raise Conflict(
+            f"The audit trail does not verify ({result.chain} chain, event {result.first_bad}: "
+            f"{result.reason}); no checkpoint is signed for it."
+        )
+    staff, reporter = result.chains
+    day = moment.astimezone(dt.UTC).date().isoformat()
+    anchor = session.execute(
+        select(ReporterAuditEvent.seq, ReporterAuditEvent.hash)
+        .where(ReporterAuditEvent.seq <= reporter.head_seq, ReporterAuditEvent.day < day)
+        .order_by(ReporterAuditEvent.seq.desc())
+        .limit(1)
+    ).first()
+    reporter_seq, reporter_hash = (anchor[0], anchor[1]) if anchor else (0, GENESIS_HASH)
+    checkpoint = sign_checkpoint(
+        seed,
+        seq=staff.head_seq,
+        hash=staff.head_hash,
+        reporter_seq=reporter_seq,
+        reporter_hash=reporter_hash,
+        signed_at=moment,
+    )
+    session.add(
+        AuditCheckpoint(
+            seq=checkpoint.seq,
+            hash=checkpoint.hash,
+            reporter_seq=checkpoint.reporter_seq,
+            reporter_hash=checkpoint.reporter_hash,
+            signed_at=checkpoint.signed_at,
+            signature=checkpoint.signature,
+            key_fingerprint=checkpoint.key_fingerprint,
+        )
+    )
+    session.flush()
+    return checkpoint
+
+
+@dataclass(frozen=True)
+class Export:
+    checkpoint: Checkpoint
+    staff_events: int
+    reporter_events: int
+    lines: Iterator[str]
+
+
+def export(session: Session, seed: bytes, *, actor: str, now: dt.datetime | None = None) -> Export:
+    """Every event of both chains as JSON Lines, closed by a fresh signed checkpoint.
+
+    Each chain is exported exactly up to the checkpoint: reporter events of
+    the checkpoint's own day wait for a later export, so that the signing
+    time never brackets them.
+    """
+    checkpoint = _signed_heads(session, seed, now or dt.datetime.now(dt.UTC))
+    record(
+        session,
+        actor=actor,
+        action="audit.exported",
+        details={"seq": checkpoint.seq},
+    )
+
+    def lines() -> Iterator[str]:
+        staff_rows = session.execute(
+            select(AuditEvent)
+            .where(AuditEvent.seq <= checkpoint.seq)
+            .order_by(AuditEvent.seq)
+            .execution_options(yield_per=_BATCH)
+        )
+        for row in staff_rows.scalars():
+            yield export_line(STAFF_CHAIN, _staff_fields(row), row.hash)
+        reporter_rows = session.execute(
+            select(ReporterAuditEvent)
+            .where(ReporterAuditEvent.seq <= checkpoint.reporter_seq)
+            .order_by(ReporterAuditEvent.seq)
+            .execution_options(yield_per=_BATCH)
+        )
+        for reporter_row in reporter_rows.scalars():
+            yield export_line(REPORTER_CHAIN, _reporter_fields(reporter_row), reporter_row.hash)
+        yield checkpoint_line(checkpoint)
+
+    return Export(checkpoint, checkpoint.seq, checkpoint.reporter_seq, lines())

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -21,8 +23,7 @@ from varsling.config import (
     load_settings,
     secrets_file_path,
 )
-from varsling.db import make_engine, make_sessionmaker
-from varsling.db import migrate as run_migrations
+from varsling.db import make_engine, make_sessionmaker, migrate_installation
 from varsling.errors import VarslingError
 
 app = typer.Typer(help="Varsling: a confidential whistleblowing service.", no_args_is_help=True)
@@ -63,9 +64,16 @@ def _transaction(settings: Settings) -> Iterator[Session]:
 def migrate() -> None:
     """Bring the database schema up to date."""
     settings = _settings()
+    owner = settings.migration_database_url
     # The settings let a migration hash existing rows with a configured key.
-    run_migrations(settings.database_url, settings=settings)
+    role = migrate_installation(
+        settings.database_url,
+        owner.get_secret_value() if owner is not None else None,
+        settings=settings,
+    )
     typer.echo("Database is up to date.")
+    if role is not None:
+        typer.echo(f"Granted the service role {role!r} its rights (audit tables: append only).")
 
 
 @app.command()
@@ -246,19 +254,152 @@ def user_certify_keys(
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
-    """Walk the hash chain; exits 1 and names the first broken event if it is broken."""
-    with _transaction(_settings()) as session:
-        result = audit.verify(session)
-    if result.ok:
-        typer.echo(f"OK: {result.events} events, chain intact.")
+def audit_verify(
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="A checkpoint (JSON) the database's chains must still hold."),
+    ] = None,
+    export: Annotated[
+        Path | None,
+        typer.Option(help="Verify this export offline: no database, no settings."),
+    ] = None,
+    public_key: Annotated[
+        Path | None,
+        typer.Option(help="File with the line `varsling keys public` printed (for --export)."),
+    ] = None,
+) -> None:
+    """Walk both hash chains; exits 1 and names the chain and first broken event.
+
+    With --export FILE --public-key FILE it checks an export offline.
+    """
+    if export is not None:
+        if checkpoint is not None or public_key is None:
+            typer.echo("Error: --export takes --public-key and no --checkpoint.", err=True)
+            raise typer.Exit(2)
+        _verify_export_offline(export, public_key)
         return
-    typer.echo(
-        f"BROKEN: the chain breaks at sequence number {result.first_bad} "
-        f"({result.events} events read).",
-        err=True,
+    settings = _settings()
+    public = _read_public_key(public_key) if public_key is not None else _own_key(settings)
+    given = _read_checkpoint(checkpoint) if checkpoint is not None else None
+    if given is not None and public is None:
+        typer.echo("Error: checking a checkpoint needs --public-key or the signing key.", err=True)
+        raise typer.Exit(2)
+    if public is None:
+        typer.echo("Note: no signing key configured; stored checkpoints are not checked.", err=True)
+    with _transaction(settings) as session:
+        if given is None or public is None:
+            result = audit.verify(session, public_key=public)
+        else:
+            result = audit.verify_checkpoint(session, given, public)
+    if result.ok:
+        counts = ", ".join(f"{c.chain} {c.events}" for c in result.chains)
+        held = f", holds checkpoint {given.signed_at}" if given is not None else ""
+        typer.echo(f"OK: {result.events} events ({counts}), chains intact{held}.")
+        return
+    where = (
+        f"the {result.chain} chain breaks at sequence number {result.first_bad}"
+        if result.first_bad is not None
+        else "the checkpoint does not check out"
     )
+    typer.echo(f"BROKEN: {where}: {result.reason} ({result.events} events read).", err=True)
     raise typer.Exit(1)
+
+
+def _own_key(settings: Settings) -> bytes | None:
+    try:
+        return settings.signing_public_key
+    except ConfigError:
+        return None
+
+
+def _read_public_key(path: Path) -> bytes:
+    try:
+        return crypto.parse_signing_public_key(path.read_text())
+    except (OSError, crypto.CryptoError) as exc:
+        typer.echo(f"Error: cannot read the public key in {path}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _read_checkpoint(path: Path) -> audit.Checkpoint:
+    from varsling.audit_chain import ChainError
+
+    try:
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        # A checkpoint file, or an export whose last line is its checkpoint.
+        return audit.Checkpoint.from_json(json.loads(lines[-1] if lines else ""))
+    except (OSError, ValueError, ChainError) as exc:
+        typer.echo(f"Error: {path} holds no readable checkpoint: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _verify_export_offline(export: Path, public_key: Path) -> None:
+    # Imported here: the offline verifier needs no settings and no database.
+    from varsling.audit_chain import verify_export
+
+    public = _read_public_key(public_key)
+    try:
+        with export.open(encoding="utf-8") as handle:
+            result = verify_export(handle, public)
+    except (OSError, UnicodeDecodeError) as exc:
+        typer.echo(f"Error: cannot read {export}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if result.ok:
+        counts = ", ".join(f"{chain} {n}" for chain, n in result.events.items())
+        typer.echo(f"OK: export intact ({counts} events), checkpoint signature valid.")
+        return
+    where = (
+        f"the {result.chain} chain breaks at sequence number {result.first_bad}: "
+        if result.first_bad is not None
+        else ""
+    )
+    typer.echo(f"BROKEN: {where}{result.reason}.", err=True)
+    raise typer.Exit(1)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint() -> None:
+    """Sign both chains' heads; prints the checkpoint (JSON) for the auditor to keep."""
+    settings = _settings()
+    seed = _signing_seed(settings)
+    with _transaction(settings) as session:
+        made = audit.create_checkpoint(session, seed, actor=audit.SYSTEM)
+    typer.echo(json.dumps(made.to_json(), sort_keys=True))
+
+
+@audit_app.command("export")
+def audit_export(
+    output: Annotated[Path, typer.Option(help="File to write (JSON Lines, mode 0600).")],
+) -> None:
+    """Write every event, one JSON line each, closed by a fresh signed checkpoint."""
+    settings = _settings()
+    seed = _signing_seed(settings)
+    try:
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+    except OSError as exc:
+        typer.echo(f"Error: cannot write {output}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle, _transaction(settings) as session:
+            made = audit.export(session, seed, actor=audit.SYSTEM)
+            for line in made.lines:
+                handle.write(line + "\n")
+    except BaseException:
+        # No export whose checkpoint was never stored (or that stops half-way).
+        output.unlink(missing_ok=True)
+        raise
+    typer.echo(
+        f"Exported {made.staff_events} staff and {made.reporter_events} reporter events to "
+        f"{output}, closed by a checkpoint signed at {made.checkpoint.signed_at}."
+    )
+
+
+def _signing_seed(settings: Settings) -> bytes:
+    try:
+        return settings.signing_seed
+    except ConfigError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 @keys_app.command("public")

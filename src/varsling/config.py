@@ -51,6 +51,9 @@ class Settings(BaseSettings):
 
     environment: Literal["development", "production"] = "production"
     database_url: str = "sqlite:///var/varsling.db"
+    # PostgreSQL: `varsling migrate` runs as this owner role and grants the role in
+    # database_url only what the service needs (audit tables: SELECT and INSERT).
+    migration_database_url: SecretStr | None = None
     secrets_file: Path = DEFAULT_SECRETS_FILE
 
     code_pepper: SecretStr | None = None

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
-from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy import MetaData, create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -130,3 +130,66 @@ def downgrade(database_url: str, revision: str, *, settings: Any = None) -> None
     config = alembic_config(database_url)
     config.attributes["settings"] = settings
     command.downgrade(config, revision)
+
+
+# What the service's own role may do on the audit tables; everything else in
+# the schema gets normal rights. Changing history takes the owner.
+_SERVICE_AUDIT_GRANTS = {
+    "audit_events": "SELECT, INSERT",
+    "audit_reporter_events": "SELECT, INSERT",
+    "audit_checkpoints": "SELECT, INSERT",
+    "audit_head": "SELECT, UPDATE",
+    "alembic_version": "SELECT",
+}
+
+
+def service_role(database_url: str) -> str | None:
+    """The PostgreSQL user the service connects as (None for SQLite)."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "postgresql":
+        return None
+    return url.username
+
+
+def grant_service_role(owner_url: str, role: str) -> None:
+    """Give `role` normal rights on every table and sequence, but on the audit tables
+    only SELECT and INSERT (the head: SELECT and UPDATE). Idempotent: it revokes
+    everything first, in one transaction, and runs on every `varsling migrate`.
+    """
+    engine = create_engine(owner_url, hide_parameters=True)
+    try:
+        with engine.begin() as connection:
+            quote = connection.dialect.identifier_preparer.quote
+            schema = quote(connection.execute(text("SELECT current_schema()")).scalar_one())
+            grantee = quote(role)
+            for statement in (
+                f"GRANT USAGE ON SCHEMA {schema} TO {grantee}",
+                f"REVOKE ALL ON ALL TABLES IN SCHEMA {schema} FROM {grantee}",
+                f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA {schema} FROM {grantee}",
+                f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} "
+                f"TO {grantee}",
+                f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {grantee}",
+            ):
+                connection.execute(text(statement))
+            for table, rights in _SERVICE_AUDIT_GRANTS.items():
+                connection.execute(text(f"REVOKE ALL ON {schema}.{table} FROM {grantee}"))
+                connection.execute(text(f"GRANT {rights} ON {schema}.{table} TO {grantee}"))
+    finally:
+        engine.dispose()
+
+
+def migrate_installation(
+    database_url: str, migration_url: str | None, *, settings: Any = None
+) -> str | None:
+    """`varsling migrate`: upgrade as the owner, then grant the service role its rights.
+
+    Returns the role that was granted, if any (only on PostgreSQL, and only
+    when the owner and the service are different roles).
+    """
+    owner_url = migration_url or database_url
+    migrate(owner_url, settings=settings)
+    role = service_role(database_url)
+    if migration_url is None or role is None or role == service_role(migration_url):
+        return None
+    grant_service_role(owner_url, role)
+    return role

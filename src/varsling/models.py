@@ -9,7 +9,7 @@ from varsling.accounts.models import (
     User,
     UserRole,
 )
-from varsling.audit import AuditEvent, AuditHead
+from varsling.audit import AuditCheckpoint, AuditEvent, AuditHead, ReporterAuditEvent
 from varsling.cases.models import (
     Attachment,
     AttachmentChunk,
@@ -26,6 +26,7 @@ from varsling.throttle import LoginBackoff, LoginThrottle
 __all__ = [
     "Attachment",
     "AttachmentChunk",
+    "AuditCheckpoint",
     "AuditEvent",
     "AuditHead",
     "Base",
@@ -39,6 +40,7 @@ __all__ = [
     "LoginThrottle",
     "Membership",
     "ReporterAccess",
+    "ReporterAuditEvent",
     "ReporterSession",
     "SpentSubmission",
     "Unit",

@@ -19,7 +19,7 @@ from tests.factories import PASSWORD, login, make_unit, make_user, report
 from varsling import crypto
 from varsling.accounts import service as accounts
 from varsling.accounts.models import User
-from varsling.audit import AuditEvent
+from varsling.audit import AuditEvent, ReporterAuditEvent
 from varsling.cases.models import Case, CaseKey
 from varsling.config import Settings
 
@@ -58,8 +58,11 @@ def _holders(db: Session, case_id: str) -> dict[tuple[int, str], bytes]:
 
 def _rejected(db: Session, case_id: str) -> list[int]:
     db.rollback()
+    # Recorded in the submission's transaction, so in the reporter chain (the day only).
     events = db.scalars(
-        select(AuditEvent).where(AuditEvent.action == "key.rejected", AuditEvent.case_id == case_id)
+        select(ReporterAuditEvent).where(
+            ReporterAuditEvent.action == "key.rejected", ReporterAuditEvent.case_id == case_id
+        )
     )
     return [json.loads(e.details)["user_id"] for e in events]
 
@@ -144,8 +147,8 @@ def test_with_the_only_handler_swapped_the_report_routes_up(
     assert world["hanne"] in _rejected(db, case_id)
     db.rollback()
     submitted = db.scalars(
-        select(AuditEvent).where(
-            AuditEvent.action == "case.submitted", AuditEvent.case_id == case_id
+        select(ReporterAuditEvent).where(
+            ReporterAuditEvent.action == "case.submitted", ReporterAuditEvent.case_id == case_id
         )
     ).one()
     assert json.loads(submitted.details)["routed_to_unit_id"] == world["national"]

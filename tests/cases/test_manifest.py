@@ -75,6 +75,8 @@ def reads(client: TestClient, world: World) -> tuple[dict[str, Any], dict[str, A
 
 
 def failures(engine: Engine, case_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """The integrity failures audited for the case: staff reads first, then the reporter's
+    (their events are in the reporter chain)."""
     with engine.connect() as connection:
         rows = connection.execute(
             select(audit.AuditEvent.actor, audit.AuditEvent.details)
@@ -84,7 +86,17 @@ def failures(engine: Engine, case_id: str) -> list[tuple[str, dict[str, Any]]]:
             )
             .order_by(audit.AuditEvent.seq)
         ).all()
-    return [(actor, json.loads(details)) for actor, details in rows]
+        reporter_rows = connection.execute(
+            select(audit.ReporterAuditEvent.details)
+            .where(
+                audit.ReporterAuditEvent.case_id == case_id,
+                audit.ReporterAuditEvent.action == manifest.FAILED_ACTION,
+            )
+            .order_by(audit.ReporterAuditEvent.seq)
+        ).all()
+    return [(actor, json.loads(details)) for actor, details in rows] + [
+        (audit.REPORTER, json.loads(details)) for (details,) in reporter_rows
+    ]
 
 
 def entry_id(connection: Connection, case_id: str, kind: str, *, last: bool = True) -> int:

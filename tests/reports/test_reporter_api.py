@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tests.factories import login, make_unit, make_user, report, reporter_login
-from varsling.audit import AuditEvent
+from varsling.audit import AuditEvent, ReporterAuditEvent
 from varsling.cases.models import Case, CaseEntry, CaseKey, ReporterAccess
 from varsling.config import Settings
 from varsling.db import make_engine, migrate
@@ -187,7 +187,8 @@ def _stored(db: Session) -> tuple[int, int, int]:
     return (
         db.scalar(select(func.count()).select_from(Case)) or 0,
         db.scalar(select(func.count()).select_from(CaseEntry)) or 0,
-        db.scalar(select(func.count()).select_from(AuditEvent)) or 0,
+        (db.scalar(select(func.count()).select_from(AuditEvent)) or 0)
+        + (db.scalar(select(func.count()).select_from(ReporterAuditEvent)) or 0),
     )
 
 
@@ -339,7 +340,9 @@ def test_submission_event_counts_exclusions_without_naming_anyone(
     client.post("/api/v1/reports", json=report(unit.id, excluded_recipients=[accused.id]))
 
     db.rollback()
-    event = db.execute(select(AuditEvent).where(AuditEvent.action == "case.submitted")).scalar_one()
+    event = db.execute(
+        select(ReporterAuditEvent).where(ReporterAuditEvent.action == "case.submitted")
+    ).scalar_one()
     details = json.loads(event.details)
     assert details["excluded_count"] == 1
     assert details["recipients"] == 1

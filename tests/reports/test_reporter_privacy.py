@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from tests.factories import login, make_unit, make_user, report, reporter_login
 from varsling.accounts.models import LoginSession, ReporterSession
-from varsling.audit import AuditEvent
+from varsling.audit import AuditEvent, ReporterAuditEvent
 from varsling.cases import exclusions
 from varsling.cases.exclusions import ExclusionsAltered, is_excluded
 from varsling.cases.models import Case, CaseExclusion, CaseKey
@@ -127,7 +127,10 @@ def test_no_row_names_who_was_left_out_yet_the_service_still_knows(
     assert len(row.digests) == 2 * exclusions.DIGEST_BYTES
     unkeyed = exclusions.exclusion_row(b"\x00" * 32, case_id, left_out)
     assert row.digests != unkeyed.digests
-    submitted = db.scalars(select(AuditEvent).where(AuditEvent.case_id == case_id)).all()
+    submitted = [
+        *db.scalars(select(AuditEvent).where(AuditEvent.case_id == case_id)),
+        *db.scalars(select(ReporterAuditEvent).where(ReporterAuditEvent.case_id == case_id)),
+    ]
     for event in submitted:
         details = json.loads(event.details) if event.details else {}
         for value in details.values():

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from tests.conftest import make_settings
 from tests.factories import login, make_unit, make_user, reporter_login
 from varsling.app import create_app
-from varsling.audit import AuditEvent
+from varsling.audit import AuditEvent, ReporterAuditEvent
 from varsling.cases.exclusions import is_excluded
 from varsling.cases.models import Attachment, Case
 from varsling.config import Settings
@@ -123,7 +123,8 @@ def counts(db: Session) -> tuple[int, int, int]:
     return (
         db.scalar(select(func.count()).select_from(Case)) or 0,
         db.scalar(select(func.count()).select_from(Attachment)) or 0,
-        db.scalar(select(func.count()).select_from(AuditEvent)) or 0,
+        (db.scalar(select(func.count()).select_from(AuditEvent)) or 0)
+        + (db.scalar(select(func.count()).select_from(ReporterAuditEvent)) or 0),
     )
 
 

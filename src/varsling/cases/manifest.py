@@ -112,11 +112,13 @@ def _rows(session: Session, case_id: str) -> _Rows:
 
 
 def recorded_tags(session: Session, case_id: str) -> set[str]:
-    """Every manifest tag the audit trail holds for the case."""
+    """Every manifest tag the audit trail holds for the case, in both chains."""
     tags = set()
-    for details in session.execute(
-        select(audit.AuditEvent.details).where(audit.AuditEvent.case_id == case_id)
-    ).scalars():
+    staff = select(audit.AuditEvent.details).where(audit.AuditEvent.case_id == case_id)
+    reporter = select(audit.ReporterAuditEvent.details).where(
+        audit.ReporterAuditEvent.case_id == case_id
+    )
+    for details in session.execute(staff.union_all(reporter)).scalars():
         try:
             tag = json.loads(details).get(TAG_DETAIL)
         except (ValueError, AttributeError):

@@ -72,6 +72,17 @@ def test_root_redirects_to_bokmaal(client: TestClient) -> None:
     assert response.headers["location"] == "/nb/"
 
 
+@pytest.mark.parametrize("path", ["/", "/nb/", "/nn/", "/en/"])
+def test_head_answers_like_get(client: TestClient, path: str) -> None:
+    got = client.get(path, follow_redirects=False)
+    head = client.head(path, follow_redirects=False)
+    assert head.status_code == got.status_code
+    assert head.status_code != 405
+    for header in ("location", "content-type", "content-security-policy", "cache-control"):
+        assert head.headers.get(header) == got.headers.get(header)
+    assert head.content == b""
+
+
 def test_language_without_slash_redirects_to_its_start_page(client: TestClient) -> None:
     response = client.get("/nn", follow_redirects=False)
     assert response.status_code in (301, 302, 307, 308)

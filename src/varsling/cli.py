@@ -185,7 +185,14 @@ def _warn_about_custodians(settings: Settings) -> None:
     from varsling.reports.service import list_units
 
     with _transaction(settings) as session:
-        lacking = [u.name for u in list_units(session) if not u.has_custodian]
+        units = list_units(session)
+    unreachable = [u.name for u in units if not u.recipients]
+    if unreachable:
+        typer.echo(
+            "Note: no active case handler on the chain of these units, so they are not "
+            f"offered to reporters: {', '.join(unreachable)}"
+        )
+    lacking = [u.name for u in units if u.recipients and not u.has_custodian]
     if lacking:
         typer.echo(
             "Note: no identity custodian on the chain of these units, so nobody can ever be "

@@ -49,6 +49,7 @@ def list_units(session: DbSession) -> list[UnitOut]:
             identity_custodian=u.has_custodian,
         )
         for u in service.list_units(session)
+        if u.recipients  # a unit nobody can receive for is not offered
     ]
 
 

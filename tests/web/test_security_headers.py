@@ -318,3 +318,34 @@ def test_check_csrf_accepts_an_explicit_clock(form_app: FastAPI) -> None:
 
 def test_signer_never_shows_its_secret() -> None:
     assert "topsecret" not in repr(CsrfSigner(secret=b"topsecret"))
+
+
+@pytest.mark.parametrize(
+    ("language", "promised", "not_built"),
+    [
+        (
+            "en",
+            ["Anyone you leave out gets no key to the report", "The case handlers cannot see it."],
+            ["loses access", "approves", "before that happens"],
+        ),
+        (
+            "nb",
+            ["Den du holder utenfor, får ingen nøkkel", "Saksbehandlerne kan ikke se det."],
+            ["mister tilgangen", "godkjenner", "før det skjer"],
+        ),
+        (
+            "nn",
+            ["Den du held utanfor, får ingen nøkkel", "Sakshandsamarane kan ikkje sjå det."],
+            ["mistar tilgangen", "godkjenner", "før det skjer"],
+        ),
+    ],
+)
+def test_start_page_promises_only_what_the_service_does(
+    client: TestClient, language: str, promised: list[str], not_built: list[str]
+) -> None:
+    """No custodian approval or later conflict marking exists yet: neither is promised."""
+    page = client.get(f"/{language}/").text
+    for sentence in promised:
+        assert sentence in page
+    for claim in not_built:
+        assert claim not in page

@@ -10,6 +10,7 @@ import secrets
 import stat
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -33,7 +34,10 @@ COMMANDS: list[tuple[str, ...]] = [
     ("unit", "list"),
     ("unit", "add", "Vestland", "--parent", "1", "--kind", "county"),
     ("unit", "rename", "1", "Sentralleddet"),
+    ("unit", "move", "1", "--parent", "1"),
     ("user", "list"),
+    ("user", "add", "audun", "--role", "auditor"),
+    ("user", "set-units", "1", "--unit", "1"),
     ("user", "deactivate", "1"),
     ("audit", "verify"),
     ("keys", "public"),
@@ -336,3 +340,20 @@ def test_fingerprints_depend_on_the_secret_and_its_name() -> None:
     assert fingerprint("code_pepper", value) != fingerprint("code_salt", value)
     assert fingerprint("code_pepper", value) != fingerprint("code_pepper", b"w" * 48)
     assert value.decode() not in fingerprint("code_pepper", value)
+
+
+def test_every_command_is_among_those_proven_to_check_the_secrets() -> None:
+    """A command added later must join COMMANDS (or be offline and need no settings)."""
+    import typer
+
+    from varsling.cli import app
+
+    def paths(command: Any, prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
+        subcommands: dict[str, Any] = getattr(command, "commands", {})
+        if subcommands:
+            return [p for name, sub in subcommands.items() for p in paths(sub, (*prefix, name))]
+        return [prefix]
+
+    groups = {"unit", "user", "audit", "keys"}
+    checked = {command[:2] if command[0] in groups else command[:1] for command in COMMANDS}
+    assert set(paths(typer.main.get_command(app), ())) - checked == set()

@@ -81,6 +81,8 @@ def browser_settings(browser_tmp: Path) -> Settings:
         code_pepper="browser-test-pepper-" + "p" * 40,
         code_salt="browser-test-salt-" + "s" * 40,
         web_secret="browser-test-web-secret-" + "w" * 40,
+        signing_key="browser-test-signing-key-" + "k" * 40,
+        password_pepper="browser-test-password-pepper-" + "q" * 40,
         database_url=url,
         argon2_time_cost=1,
         argon2_memory_kib=64,

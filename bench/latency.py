@@ -65,6 +65,7 @@ def main() -> None:
                     password="p" * 16,
                     roles=[role],
                     unit_ids=[unit.id],
+                    display_name=name.capitalize(),
                 )
             unit_id = unit.id
         engine.dispose()

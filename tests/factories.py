@@ -36,7 +36,8 @@ def make_user(
         password=PASSWORD,
         roles=roles,
         unit_ids=units,
-        display_name=display_name,
+        # Handlers and custodians need one (reporters see it); the username will do here.
+        display_name=display_name or username,
     )
     session.commit()
     return user

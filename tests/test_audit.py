@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from tests.conftest import TEST_SECRETS
 from tests.factories import login, make_unit, make_user, report, reporter_login
 from tests.tamper import insert_staff_event, staff_rows, unguarded
 from varsling import audit
@@ -152,6 +153,7 @@ def test_changed_row_is_named_by_api_and_cli(
         **os.environ,
         "VARSLING_DATABASE_URL": settings.database_url,
         "VARSLING_SECRETS_FILE": "/nonexistent",
+        **{f"VARSLING_{name.upper()}": value for name, value in TEST_SECRETS.items()},
     }
     cli = subprocess.run(
         [sys.executable, "-m", "varsling.cli", "audit", "verify"],

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -19,18 +21,22 @@ from varsling.audit import AuditEvent
 
 
 def _varsling(
-    database_url: str, *args: str, password: str | None = None, secrets_file: str = "/nonexistent"
+    database_url: str,
+    *args: str,
+    password: str | None = None,
+    secrets_file: str = "/nonexistent",
+    env_secrets: bool = True,
 ) -> subprocess.CompletedProcess[str]:
+    """Run the real command; by default with the tests' secrets in the environment."""
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("VARSLING_")},
         "VARSLING_DATABASE_URL": database_url,
         "VARSLING_SECRETS_FILE": secrets_file,
-        # The same installation secrets as the app in the `client` fixture.
-        **{f"VARSLING_{name.upper()}": value for name, value in TEST_SECRETS.items()},
         "VARSLING_ARGON2_MEMORY_KIB": "64",
         "VARSLING_ARGON2_TIME_COST": "1",
     }
-    env.pop("VARSLING_PASSWORD", None)
+    if env_secrets:
+        env.update({f"VARSLING_{name.upper()}": value for name, value in TEST_SECRETS.items()})
     if password is not None:
         env["VARSLING_PASSWORD"] = password
     return subprocess.run(
@@ -76,7 +82,7 @@ def test_units_and_users_are_managed_from_the_command_line(database_url: str) ->
     assert f"  {county_id}\tVestland (county)" in units
     users = _varsling(database_url, "user", "list").stdout
     assert "hanne\tHanne H\tcustodian,handler\t" + str(county_id) in users
-    assert _varsling(database_url, "audit", "verify").stdout.startswith("OK: 3 events")
+    assert _varsling(database_url, "audit", "verify").stdout.startswith("OK: 4 events")
 
 
 def test_bad_cli_input_is_a_clear_error(database_url: str) -> None:
@@ -89,7 +95,8 @@ def test_bad_cli_input_is_a_clear_error(database_url: str) -> None:
     role = _varsling(database_url, "user", "add", "kim", "--role", "boss", password=PASSWORD)
     assert role.returncode == 1
     assert "Roles must be among" in role.stderr
-    assert "OK: 0 events" in _varsling(database_url, "audit", "verify").stdout
+    # Only the recording of the secrets' fingerprints: the refused commands changed nothing.
+    assert "OK: 1 events" in _varsling(database_url, "audit", "verify").stdout
 
 
 def test_a_user_added_by_cli_can_log_in_and_receive_reports(
@@ -105,6 +112,8 @@ def test_a_user_added_by_cli_can_log_in_and_receive_reports(
         "handler",
         "--unit",
         unit_id,
+        "--display-name",
+        "Hanne Hansen",
         password=PASSWORD,
     )
 
@@ -178,3 +187,66 @@ def test_sessions_purge_prints_how_many_expired_sessions_it_removed(
     assert _varsling(database_url, "sessions", "purge").stdout.strip() == (
         "Removed 0 expired sessions."
     )
+
+
+def test_migrate_on_a_new_database_says_it_created_the_schema(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    created = _varsling(url, "migrate")
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.startswith("Created the database schema (revision ")
+    again = _varsling(url, "migrate")
+    assert again.stdout.startswith("Database is up to date (revision ")
+
+
+def _serve(database_url: str, port: int) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VARSLING_")}
+    env.update({f"VARSLING_{name.upper()}": value for name, value in TEST_SECRETS.items()})
+    env.update(
+        VARSLING_DATABASE_URL=database_url,
+        VARSLING_SECRETS_FILE="/nonexistent",
+        VARSLING_ENVIRONMENT="development",
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "varsling", "serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def test_serve_says_serving_once_the_port_is_bound_and_answers_head(database_url: str) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = _serve(database_url, port)
+    try:
+        assert server.stdout is not None
+        line = ""
+        while "Serving" not in line:
+            line = server.stdout.readline()
+            assert line or server.poll() is None, server.stderr.read() if server.stderr else ""
+        assert line.strip() == f"Serving Varsling on http://127.0.0.1:{port}"
+        # The port is bound by now: the answer needs no retry.
+        with urllib.request.urlopen(
+            urllib.request.Request(f"http://127.0.0.1:{port}/nb/", method="HEAD"), timeout=30
+        ) as response:
+            assert response.status == 200
+            assert response.headers["content-type"].startswith("text/html")
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+
+
+def test_a_second_serve_on_a_port_in_use_says_so_and_never_says_serving(
+    database_url: str,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = _serve(database_url, port)
+        out, err = server.communicate(timeout=120)
+    assert server.returncode == 1
+    assert f"port {port} is in use" in err
+    assert "Serving" not in out

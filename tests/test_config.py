@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import stat
-from pathlib import Path
-
 import pytest
 
 from varsling.app import create_app
-from varsling.config import ConfigError, Settings, ensure_secrets_file, load_settings
+from varsling.config import ConfigError, Settings
 
 
 def test_production_refuses_missing_secret_and_names_it() -> None:
@@ -36,27 +33,6 @@ def test_production_refuses_placeholder_secret(value: str) -> None:
     )
     with pytest.raises(ConfigError, match="VARSLING_WEB_SECRET"):
         settings.check()
-
-
-def test_secrets_file_is_generated_once_with_mode_0600(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for name in ("CODE_PEPPER", "CODE_SALT", "WEB_SECRET", "SIGNING_KEY", "PASSWORD_PEPPER"):
-        monkeypatch.delenv(f"VARSLING_{name}", raising=False)
-    path = tmp_path / "var" / "secrets.env"
-    monkeypatch.setenv("VARSLING_SECRETS_FILE", str(path))
-
-    assert ensure_secrets_file(path) is True
-    first = path.read_text()
-    assert ensure_secrets_file(path) is False
-
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert path.read_text() == first
-    settings = load_settings()
-    settings.check()
-    assert settings.secret("code_pepper").decode() in first
-    assert settings.code_pepper is not None
-    assert settings.code_pepper.get_secret_value() not in repr(settings)
 
 
 def test_shipped_argon2_defaults_are_the_designed_ones() -> None:

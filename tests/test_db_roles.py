@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from tests.conftest import make_settings
+from tests.conftest import TEST_SECRETS, make_settings
 from tests.factories import login, make_unit, make_user, report, reporter_login
 from varsling import audit
 from varsling.app import create_app
@@ -67,6 +67,8 @@ def test_the_service_role_cannot_rewrite_the_trail_but_runs_the_service(
         "VARSLING_DATABASE_URL": service_url,
         "VARSLING_MIGRATION_DATABASE_URL": database_url,
         "VARSLING_SECRETS_FILE": "/nonexistent",
+        # The installation's secrets, as the app below gets them: they are bound to the database.
+        **{f"VARSLING_{name.upper()}": value for name, value in TEST_SECRETS.items()},
     }
     migrated = subprocess.run(
         [sys.executable, "-m", "varsling.cli", "migrate"],

@@ -10,10 +10,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from varsling import audit_routes
+from varsling import audit_routes, secrets_binding
 from varsling.accounts import routes as account_routes
 from varsling.cases import routes as case_routes
-from varsling.config import Settings
+from varsling.config import ConfigError, Settings
 from varsling.crypto import CryptoError
 from varsling.db import make_engine, make_sessionmaker
 from varsling.errors import PayloadTooLarge, VarslingError, error_body
@@ -230,6 +230,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
+    # Secrets the database has recorded must be these; `varsling serve` records new ones.
+    try:
+        with app.state.sessionmaker() as session:
+            secrets_binding.verify_binding(session, settings)
+    except ConfigError:
+        engine.dispose()
+        raise
 
     install_error_handlers(app)
     for router in (

@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from varsling import audit, crypto
+from varsling import audit, crypto, secrets_binding
 from varsling.accounts import service as accounts
 from varsling.accounts.models import Unit, User
-from varsling.config import (
-    ConfigError,
-    Settings,
-    ensure_secrets_file,
-    load_settings,
-    secrets_file_path,
-)
-from varsling.db import make_engine, make_sessionmaker, migrate_installation
+from varsling.config import SECRET_SETTINGS, ConfigError, Settings
+from varsling.db import make_engine, make_sessionmaker, migrate_installation, schema_revision
 from varsling.errors import VarslingError
 
 app = typer.Typer(help="Varsling: a confidential whistleblowing service.", no_args_is_help=True)
@@ -39,12 +35,41 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(sessions_app, name="sessions")
 
 
-def _settings() -> Settings:
+def _installation(**options: Any) -> secrets_binding.Installation:
+    """Settings with the secrets checked against the database: every command starts here."""
     try:
-        return load_settings()
+        installation = secrets_binding.open_installation(**options)
     except ValueError as exc:
         typer.echo(f"Invalid settings: {exc}", err=True)
         raise typer.Exit(2) from exc
+    except ConfigError as exc:
+        typer.echo(f"Refusing to start: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    _announce_generated(installation)
+    return installation
+
+
+def _announce_generated(installation: secrets_binding.Installation) -> None:
+    if not installation.generated:
+        return
+    path = installation.secrets_file
+    if set(installation.generated) == set(SECRET_SETTINGS):
+        typer.echo(
+            f"First start: generated installation secrets in {path} (mode 0600). Back this "
+            "file up, apart from the database: without it no case code can be checked.",
+            err=True,
+        )
+        return
+    names = ", ".join(f"VARSLING_{n.upper()}" for n in installation.generated)
+    typer.echo(
+        f"Generated {names} (new to this database) into {path} (mode 0600). "
+        "Back the file up again.",
+        err=True,
+    )
+
+
+def _settings() -> Settings:
+    return _installation().settings
 
 
 @contextmanager
@@ -62,28 +87,66 @@ def _transaction(settings: Settings) -> Iterator[Session]:
 
 @app.command()
 def migrate() -> None:
-    """Bring the database schema up to date."""
-    settings = _settings()
-    owner = settings.migration_database_url
-    # The settings let a migration hash existing rows with a configured key.
-    role = migrate_installation(
-        settings.database_url,
-        owner.get_secret_value() if owner is not None else None,
-        settings=settings,
-    )
-    typer.echo("Database is up to date.")
-    if role is not None:
+    """Create or bring the database schema up to date; record the secrets' fingerprints.
+
+    On PostgreSQL with VARSLING_MIGRATION_DATABASE_URL set, the schema is changed
+    as that owner, and the service's own role gets only the rights it needs.
+    """
+    granted: list[str] = []
+
+    def migrate_as_owner(settings: Settings) -> None:
+        owner = settings.migration_database_url
+        # The settings let a migration hash existing rows with a configured key.
+        role = migrate_installation(
+            settings.database_url,
+            owner.get_secret_value() if owner is not None else None,
+            settings=settings,
+        )
+        if role is not None:
+            granted.append(role)
+
+    installation = _installation(migrate=migrate_as_owner, revision=schema_revision)
+    before, after = installation.revision_before, installation.revision_after
+    if before is None:
+        typer.echo(f"Created the database schema (revision {after}).")
+    elif before != after:
+        typer.echo(f"Upgraded the database schema from revision {before} to {after}.")
+    else:
+        typer.echo(f"Database is up to date (revision {after}).")
+    if installation.recorded:
+        names = ", ".join(f"VARSLING_{n.upper()}" for n in installation.recorded)
+        typer.echo(f"Recorded the fingerprints of {names} in the database.")
+    for role in granted:
         typer.echo(f"Granted the service role {role!r} its rights (audit tables: append only).")
 
 
 @app.command()
-def secrets() -> None:
-    """Generate the installation's secrets file (mode 0600) if it does not exist."""
-    path = secrets_file_path()
-    if ensure_secrets_file(path):
-        typer.echo(f"Generated installation secrets in {path} (mode 0600). Back it up.")
-    else:
-        typer.echo(f"Secrets already present ({path} or the environment); nothing written.")
+def secrets(
+    new: Annotated[
+        bool,
+        typer.Option(
+            "--new", help="Replace every secret; refused when the database holds any data."
+        ),
+    ] = False,
+) -> None:
+    """Generate the secrets this database may get (mode 0600); --new replaces them all."""
+    if not new:
+        installation = _installation(require_schema=False)
+        if not installation.generated:
+            typer.echo(
+                f"Secrets already present ({installation.secrets_file} or the environment); "
+                "nothing written."
+            )
+        return
+    try:
+        installation = secrets_binding.replace_secrets()
+    except ConfigError as exc:
+        typer.echo(f"Refusing: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(
+        f"Wrote new installation secrets to {installation.secrets_file} (mode 0600). "
+        "Back this file up, apart from the database."
+    )
 
 
 @app.command()
@@ -91,18 +154,12 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
-    """Serve the API and the reporter pages (secrets are generated on first start)."""
+    """Serve the API and the reporter pages (secrets are generated for an empty database)."""
     import uvicorn
 
     from varsling.app import create_app
 
-    path = secrets_file_path()
-    if ensure_secrets_file(path):
-        typer.echo(
-            f"First start: generated installation secrets in {path} (mode 0600). "
-            "Back this file up: without it no case code can be checked."
-        )
-    settings = _settings()
+    settings = _installation(check_settings=True).settings
     try:
         application = create_app(settings)
     except ConfigError as exc:
@@ -110,9 +167,9 @@ def serve(
         raise typer.Exit(2) from exc
     _warn_about_custodians(settings)
     _warn_about_uncertified_keys(settings)
-    typer.echo(f"Serving Varsling on http://{host}:{port}")
+    listening = _listen(host, port)
     # No access log: it would record reporters' IP addresses and user agents.
-    uvicorn.run(
+    config = uvicorn.Config(
         application,
         host=host,
         port=port,
@@ -120,6 +177,31 @@ def serve(
         proxy_headers=False,
         server_header=False,
     )
+    typer.echo(f"Serving Varsling on http://{host}:{port}")
+    uvicorn.Server(config).run(sockets=[listening])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything says "Serving"."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((host, port))
+        listening.listen(2048)
+    except OSError as exc:
+        listening.close()
+        if exc.errno == errno.EADDRINUSE:
+            typer.echo(
+                f"Cannot serve: port {port} is in use on {host} (is Varsling already "
+                "running?). Stop the other process, or choose another with --port.",
+                err=True,
+            )
+        else:
+            typer.echo(f"Cannot serve on {host}:{port}: {exc.strerror}", err=True)
+        raise typer.Exit(1) from exc
+    listening.set_inheritable(True)
+    return listening
 
 
 def _warn_about_custodians(settings: Settings) -> None:
@@ -127,7 +209,13 @@ def _warn_about_custodians(settings: Settings) -> None:
 
     with _transaction(settings) as session:
         units = list_units(session, verifying_key=settings.signing_public_key)
-        lacking = [u.name for u in units if not u.has_custodian]
+    unreachable = [u.name for u in units if not u.recipients]
+    if unreachable:
+        typer.echo(
+            "Note: no active case handler on the chain of these units, so they are not "
+            f"offered to reporters: {', '.join(unreachable)}"
+        )
+    lacking = [u.name for u in units if u.recipients and not u.has_custodian]
     if lacking:
         typer.echo(
             "Note: no identity custodian on the chain of these units, so nobody can ever be "
@@ -170,6 +258,25 @@ def unit_add(
         typer.echo(unit.id)
 
 
+@unit_app.command("rename")
+def unit_rename(unit_id: int, name: str) -> None:
+    """Give a unit a new name (reporters see it on the form)."""
+    with _transaction(_settings()) as session:
+        unit = accounts.rename_unit(session, unit_id, name=name)
+        typer.echo(f"{unit.id}\t{unit.name} ({unit.kind})")
+
+
+@unit_app.command("move")
+def unit_move(
+    unit_id: int,
+    parent: Annotated[int, typer.Option("--parent", help="The new parent unit's id.")],
+) -> None:
+    """Put a unit under another parent (never the national unit, never under itself)."""
+    with _transaction(_settings()) as session:
+        unit = accounts.move_unit(session, unit_id, parent_id=parent)
+        typer.echo(f"{unit.id}\t{unit.name} ({unit.kind}) under {unit.parent_id}")
+
+
 @unit_app.command("list")
 def unit_list() -> None:
     """List units as a tree."""
@@ -194,11 +301,14 @@ def user_add(
     unit: Annotated[list[int] | None, typer.Option("--unit", help="Unit id (repeatable).")] = None,
     display_name: Annotated[str | None, typer.Option(help="Name shown to reporters.")] = None,
 ) -> None:
-    """Add a staff account. The password comes from VARSLING_PASSWORD or a prompt."""
+    """Add a staff account. The password comes from VARSLING_PASSWORD or a prompt.
+
+    Handlers and custodians need --unit and --display-name: reporters see that name.
+    """
+    settings = _settings()
     password = os.environ.get("VARSLING_PASSWORD") or typer.prompt(
         "Password", hide_input=True, confirmation_prompt=True
     )
-    settings = _settings()
     with _transaction(settings) as session:
         user = accounts.create_user(
             session,
@@ -251,6 +361,25 @@ def user_certify_keys(
             typer.echo(f"Certified {user.id}\t{user.username}\t{fingerprint}")
     if not certified:
         typer.echo("No account lacks a certificate; nothing to do.")
+
+
+@user_app.command("deactivate")
+def user_deactivate(user_id: int) -> None:
+    """Close an account: its sessions end, it cannot log in and receives no new case."""
+    with _transaction(_settings()) as session:
+        user = accounts.deactivate_user(session, user_id)
+        typer.echo(f"{user.id}\t{user.username} (inactive)")
+
+
+@user_app.command("set-units")
+def user_set_units(
+    user_id: int,
+    unit: Annotated[list[int] | None, typer.Option("--unit", help="Unit id (repeatable).")] = None,
+) -> None:
+    """Replace the units an account acts for; new reports route by them."""
+    with _transaction(_settings()) as session:
+        user = accounts.set_user_units(session, user_id, unit_ids=unit or [])
+        typer.echo(f"{user.id}\t{user.username}\t{','.join(str(u) for u in sorted(user.unit_ids))}")
 
 
 @audit_app.command("verify")

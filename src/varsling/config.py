@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 from typing import Any, Literal
 
@@ -151,35 +150,14 @@ class Settings(BaseSettings):
 def _missing_message(name: str, secrets_file: Path) -> str:
     return (
         f"VARSLING_{name.upper()} is not set; it {SECRET_SETTINGS[name]}. "
-        f"Set it in the environment or in {secrets_file} (run `varsling secrets` to "
-        f"generate that file), or make one with: "
+        f"Set it in the environment or in {secrets_file} (`varsling secrets` generates "
+        f"the ones a new database may get), or make one with: "
         f"python -c 'import secrets; print(secrets.token_urlsafe(48))'"
     )
 
 
 def secrets_file_path() -> Path:
     return Path(os.environ.get("VARSLING_SECRETS_FILE", str(DEFAULT_SECRETS_FILE)))
-
-
-def ensure_secrets_file(path: Path) -> bool:
-    """Generate the installation's secrets into `path` (mode 0600) if it is absent.
-
-    Returns True when a new file was written. Secrets already given in the
-    environment are not written again.
-    """
-    if path.exists():
-        return False
-    missing = [n for n in SECRET_SETTINGS if not os.environ.get(f"VARSLING_{n.upper()}")]
-    if not missing:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"VARSLING_{n.upper()}={secrets.token_urlsafe(48)}\n" for n in missing]
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write("# Varsling installation secrets. Keep this file, and back it up:\n")
-        handle.write("# without it no case code can be checked again.\n")
-        handle.writelines(lines)
-    return True
 
 
 def load_settings(**overrides: Any) -> Settings:

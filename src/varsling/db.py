@@ -124,6 +124,19 @@ def migrate(database_url: str, revision: str = "head", *, settings: Any = None) 
     command.upgrade(config, revision)
 
 
+def schema_revision(database_url: str) -> str | None:
+    """The Alembic revision the database is at; None for a database without the schema."""
+    from alembic.runtime.migration import MigrationContext
+
+    engine = create_engine(make_url(database_url), hide_parameters=True)
+    try:
+        with engine.connect() as connection:
+            revision: str | None = MigrationContext.configure(connection).get_current_revision()
+            return revision
+    finally:
+        engine.dispose()
+
+
 def downgrade(database_url: str, revision: str, *, settings: Any = None) -> None:
     from alembic import command
 

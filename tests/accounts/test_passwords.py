@@ -68,7 +68,7 @@ def test_with_another_pepper_the_right_password_fails(
 
 
 def test_new_accounts_store_the_peppered_scheme(db: Session, settings: Settings) -> None:
-    user = make_user(db, settings, "hanne")
+    user = make_user(db, settings, "hanne", units=(make_unit(db).id,))
     assert user.password_params == "hmac-sha256+" + settings.argon2.encode()
     unpeppered = crypto.derive_login(PASSWORD, user.password_salt, settings.argon2)
     assert unpeppered.verifier != user.password_verifier

@@ -163,7 +163,9 @@ def test_custodians_on_the_chain_get_the_identity_key_and_handlers_do_not(
 
     keys = {(k.user_id, k.purpose) for k in db.execute(select(CaseKey)).scalars()}
     assert keys == {(handler.id, "case"), (custodian.id, "identity")}
-    assert client.get("/api/v1/units").json()[1]["identity_custodian"] is True
+    # The national unit has no handler on its chain, so only the county is offered.
+    listed = client.get("/api/v1/units").json()
+    assert [(u["id"], u["identity_custodian"]) for u in listed] == [(county.id, True)]
 
 
 BAD_BODIES = [
@@ -349,17 +351,19 @@ def test_submission_event_counts_exclusions_without_naming_anyone(
     assert "excluded" not in details
 
 
-def test_a_unit_without_any_handler_says_so_and_still_knows_its_custodian(
+def test_a_unit_nobody_can_receive_for_is_not_offered(
     client: TestClient, db: Session, settings: Settings
 ) -> None:
     national = make_unit(db, "Sentralt")
     make_user(db, settings, "cora", roles=("custodian",), units=(national.id,))
+    county = make_unit(db, "Vestland", parent_id=national.id, kind="county")
+    make_user(db, settings, "hanne", units=(county.id,))
 
-    listed = client.get("/api/v1/units").json()[0]
+    listed = client.get("/api/v1/units").json()
     response = client.post("/api/v1/reports", json=report(national.id))
 
-    assert listed["recipients"] == []
-    assert listed["identity_custodian"] is True
+    assert [u["id"] for u in listed] == [county.id]
+    assert listed[0]["identity_custodian"] is True
     assert response.status_code == 422
     assert "No case handler is set up" in response.json()["error"]["message"]
 

@@ -170,6 +170,35 @@ def test_step_one_groups_units_national_first_then_counties_then_youth(
     assert SESSION_COOKIE not in site.cookies
 
 
+def test_step_one_offers_no_unit_nobody_can_receive_for(
+    site: TestClient, db: Session, settings: Settings
+) -> None:
+    national = make_unit(db, "Sentralt")
+    vestland = make_unit(db, "Vestland fylkesparti", parent_id=national.id, kind="county")
+    oslo = make_unit(db, "Oslo fylkesparti", parent_id=national.id, kind="county")
+    make_user(db, settings, "hanne", units=(vestland.id,), display_name="Hanne Hansen")
+
+    page = site.get("/en/report").text
+
+    offered = re.findall(r'<option value="(\d+)">', page)
+    assert offered == [str(vestland.id)]
+    assert "Oslo fylkesparti" not in page
+    assert "Sentralt" not in page
+    assert str(oslo.id) not in offered
+
+
+def test_step_one_says_so_when_nobody_can_receive_at_all(
+    site: TestClient, db: Session, settings: Settings
+) -> None:
+    national = make_unit(db, "Sentralt")
+    make_user(db, settings, "cora", roles=("custodian",), units=(national.id,))
+
+    page = site.get("/en/report").text
+
+    assert "<select" not in page
+    assert "The reporting channel has not been set up yet" in page
+
+
 @pytest.mark.parametrize(
     ("unit", "message"),
     [

@@ -73,6 +73,17 @@ def test_root_redirects_to_bokmaal(client: TestClient) -> None:
     assert response.headers["location"] == "/nb/"
 
 
+@pytest.mark.parametrize("path", ["/", "/nb/", "/nn/", "/en/"])
+def test_head_answers_like_get(client: TestClient, path: str) -> None:
+    got = client.get(path, follow_redirects=False)
+    head = client.head(path, follow_redirects=False)
+    assert head.status_code == got.status_code
+    assert head.status_code != 405
+    for header in ("location", "content-type", "content-security-policy", "cache-control"):
+        assert head.headers.get(header) == got.headers.get(header)
+    assert head.content == b""
+
+
 def test_language_without_slash_redirects_to_its_start_page(client: TestClient) -> None:
     response = client.get("/nn", follow_redirects=False)
     assert response.status_code in (301, 302, 307, 308)
@@ -363,3 +374,34 @@ def test_check_csrf_accepts_an_explicit_clock(form_app: FastAPI) -> None:
 
 def test_signer_never_shows_its_secret() -> None:
     assert "topsecret" not in repr(CsrfSigner(secret=b"topsecret"))
+
+
+@pytest.mark.parametrize(
+    ("language", "promised", "not_built"),
+    [
+        (
+            "en",
+            ["Anyone you leave out gets no key to the report", "The case handlers cannot see it."],
+            ["loses access", "approves", "before that happens"],
+        ),
+        (
+            "nb",
+            ["Den du holder utenfor, får ingen nøkkel", "Saksbehandlerne kan ikke se det."],
+            ["mister tilgangen", "godkjenner", "før det skjer"],
+        ),
+        (
+            "nn",
+            ["Den du held utanfor, får ingen nøkkel", "Sakshandsamarane kan ikkje sjå det."],
+            ["mistar tilgangen", "godkjenner", "før det skjer"],
+        ),
+    ],
+)
+def test_start_page_promises_only_what_the_service_does(
+    client: TestClient, language: str, promised: list[str], not_built: list[str]
+) -> None:
+    """No custodian approval or later conflict marking exists yet: neither is promised."""
+    page = client.get(f"/{language}/").text
+    for sentence in promised:
+        assert sentence in page
+    for claim in not_built:
+        assert claim not in page

@@ -27,7 +27,7 @@ from varsling.accounts.models import (
 )
 from varsling.config import Settings
 from varsling.db import in_transaction
-from varsling.errors import Conflict, InvalidInput, TooManyAttempts, Unauthenticated
+from varsling.errors import Conflict, InvalidInput, NotFound, TooManyAttempts, Unauthenticated
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,34 @@ def utcnow() -> dt.datetime:
 # Units
 
 
+def _unit_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise InvalidInput("A unit needs a name of 1 to 200 characters.")
+    return name
+
+
+def _refuse_sibling_name(
+    session: Session, name: str, parent_id: int | None, *, except_id: int | None = None
+) -> None:
+    """Two units with one parent and one name would be one choice twice on the form."""
+    siblings = select(Unit.id, Unit.name).where(
+        Unit.parent_id.is_(None) if parent_id is None else Unit.parent_id == parent_id
+    )
+    for unit_id, sibling in session.execute(siblings):
+        if unit_id != except_id and sibling.casefold() == name.casefold():
+            raise Conflict(
+                f"The unit {unit_id} under the same parent is already called {sibling!r}; "
+                "give this one a name reporters can tell apart."
+            )
+
+
+def _national_unit(session: Session) -> Unit | None:
+    return session.execute(
+        select(Unit).where(Unit.parent_id.is_(None)).order_by(Unit.id).limit(1)
+    ).scalar_one_or_none()
+
+
 def create_unit(
     session: Session,
     *,
@@ -51,15 +79,30 @@ def create_unit(
     kind: str | None = None,
     actor: str = audit.SYSTEM,
 ) -> Unit:
-    name = name.strip()
-    if not name or len(name) > 200:
-        raise InvalidInput("A unit needs a name of 1 to 200 characters.")
-    if parent_id is not None and session.get(Unit, parent_id) is None:
-        raise InvalidInput(f"There is no unit with id {parent_id} to be the parent.")
+    """A unit: the one national unit at the root, every other unit under a parent."""
+    name = _unit_name(name)
     if kind is None:
         kind = UnitKind.NATIONAL if parent_id is None else UnitKind.MUNICIPAL
     if kind not in set(UnitKind):
         raise InvalidInput(f"Unit kind must be one of {', '.join(UnitKind)}.")
+    if parent_id is None:
+        if kind != UnitKind.NATIONAL:
+            raise InvalidInput(
+                f"A {kind} unit needs a parent (--parent): only the national unit has none."
+            )
+        national = _national_unit(session)
+        if national is not None:
+            raise Conflict(
+                f"There is already a national unit ({national.id}, {national.name!r}); an "
+                "installation has one. Add this unit under a parent, or rename the national "
+                "unit with `varsling unit rename`."
+            )
+    else:
+        if session.get(Unit, parent_id) is None:
+            raise InvalidInput(f"There is no unit with id {parent_id} to be the parent.")
+        if kind == UnitKind.NATIONAL:
+            raise InvalidInput("The national unit is the root: it cannot have a parent.")
+    _refuse_sibling_name(session, name, parent_id)
     unit = Unit(name=name, parent_id=parent_id, kind=kind)
     session.add(unit)
     session.flush()
@@ -68,6 +111,49 @@ def create_unit(
         actor=actor,
         action="unit.created",
         details={"unit_id": unit.id, "parent_id": parent_id, "kind": kind},
+    )
+    return unit
+
+
+def _existing_unit(session: Session, unit_id: int) -> Unit:
+    unit = session.get(Unit, unit_id)
+    if unit is None:
+        raise NotFound(f"There is no unit with id {unit_id}.")
+    return unit
+
+
+def rename_unit(session: Session, unit_id: int, *, name: str, actor: str = audit.SYSTEM) -> Unit:
+    unit = _existing_unit(session, unit_id)
+    name = _unit_name(name)
+    _refuse_sibling_name(session, name, unit.parent_id, except_id=unit.id)
+    unit.name = name
+    session.flush()
+    audit.record(session, actor=actor, action="unit.renamed", details={"unit_id": unit.id})
+    return unit
+
+
+def move_unit(session: Session, unit_id: int, *, parent_id: int, actor: str = audit.SYSTEM) -> Unit:
+    """Put a unit under another parent; never the national unit, never under itself."""
+    unit = _existing_unit(session, unit_id)
+    if unit.parent_id is None:
+        raise InvalidInput("The national unit is the root of every unit; it cannot be moved.")
+    parent = session.get(Unit, parent_id)
+    if parent is None:
+        raise InvalidInput(f"There is no unit with id {parent_id} to be the parent.")
+    if unit.id in {u.id for u in unit_chain(session, parent.id)}:
+        raise InvalidInput(
+            f"Unit {parent.id} is {unit.name!r} itself or lies under it; a unit cannot be "
+            "moved under itself."
+        )
+    _refuse_sibling_name(session, unit.name, parent.id, except_id=unit.id)
+    previous = unit.parent_id
+    unit.parent_id = parent.id
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="unit.moved",
+        details={"unit_id": unit.id, "from_parent_id": previous, "parent_id": parent.id},
     )
     return unit
 
@@ -126,10 +212,15 @@ def create_user(
         raise InvalidInput(f"Roles must be among {', '.join(Role)}.")
     if len(password) < MIN_PASSWORD_CHARS:
         raise InvalidInput(f"A password needs at least {MIN_PASSWORD_CHARS} characters.")
-    units = sorted(set(unit_ids))
-    for unit_id in units:
-        if session.get(Unit, unit_id) is None:
-            raise InvalidInput(f"There is no unit with id {unit_id}.")
+    units = _checked_units(session, role_set, unit_ids)
+    shown = (display_name or "").strip()
+    if role_set & _NAMED_TO_REPORTERS and not shown:
+        raise InvalidInput(
+            "Handlers and custodians are named to reporters on the report form, so they need "
+            "the name reporters will see (--display-name), e.g. 'Nina Nilsen'."
+        )
+    if len(shown) > 200:
+        raise InvalidInput("A display name is at most 200 characters.")
     if session.execute(select(User.id).where(User.username == username)).first():
         raise Conflict(f"The username {username!r} is taken.")
 
@@ -141,7 +232,7 @@ def create_user(
     pair = crypto.generate_keypair()
     user = User(
         username=username,
-        display_name=(display_name or username).strip()[:200],
+        display_name=shown or username,
         active=True,
         created_on=utcnow().date(),
         password_salt=salt,
@@ -169,6 +260,69 @@ def create_user(
             "unit_ids": units,
             "key_version": user.key_version,
         },
+    )
+    return user
+
+
+# Reporters see these roles' display names, and only a member of a unit receives for it.
+_NAMED_TO_REPORTERS = frozenset({Role.HANDLER.value, Role.CUSTODIAN.value})
+
+
+def _checked_units(session: Session, roles: set[str], unit_ids: Iterable[int]) -> list[int]:
+    units = sorted(set(unit_ids))
+    for unit_id in units:
+        if session.get(Unit, unit_id) is None:
+            raise InvalidInput(f"There is no unit with id {unit_id}.")
+    needing = sorted(roles & _NAMED_TO_REPORTERS)
+    if needing and not units:
+        raise InvalidInput(
+            f"A {' and '.join(needing)} acts for a unit: give at least one (--unit ID); "
+            "`varsling unit list` shows the ids."
+        )
+    return units
+
+
+def _existing_user(session: Session, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"There is no account with id {user_id}.")
+    return user
+
+
+def deactivate_user(session: Session, user_id: int, *, actor: str = audit.SYSTEM) -> User:
+    """Close an account: no more logins, its sessions end, no new case reaches it."""
+    user = _existing_user(session, user_id)
+    if not user.active:
+        raise Conflict(f"The account {user.username!r} is already inactive.")
+    user.active = False
+    ended = session.execute(delete(LoginSession).where(LoginSession.user_id == user.id))
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="user.deactivated",
+        details={"user_id": user.id, "sessions_ended": getattr(ended, "rowcount", 0)},
+    )
+    return user
+
+
+def set_user_units(
+    session: Session, user_id: int, *, unit_ids: Iterable[int], actor: str = audit.SYSTEM
+) -> User:
+    """Replace the units an account acts for (new reports route by them)."""
+    user = _existing_user(session, user_id)
+    units = _checked_units(session, user.role_names, unit_ids)
+    previous = sorted(user.unit_ids)
+    if units == previous:
+        raise Conflict(f"The account {user.username!r} already has exactly these units.")
+    user.memberships = [m for m in user.memberships if m.unit_id in units]
+    user.memberships.extend(Membership(unit_id=u) for u in units if u not in previous)
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="user.units_set",
+        details={"user_id": user.id, "from_unit_ids": previous, "unit_ids": units},
     )
     return user
 

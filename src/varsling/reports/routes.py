@@ -50,6 +50,7 @@ def list_units(request: Request, session: DbSession) -> list[UnitOut]:
             identity_custodian=u.has_custodian,
         )
         for u in service.list_units(session, verifying_key=_settings(request).signing_public_key)
+        if u.recipients  # a unit nobody can receive for is not offered
     ]
 
 

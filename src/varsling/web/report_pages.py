@@ -250,6 +250,8 @@ class UnitCatalogue:
         youth: list[UnitListing] = []
         counties: dict[int, list[UnitListing]] = {}
         for unit in self.units:
+            if not unit.recipients:
+                continue  # nobody can receive a report there: not offered
             chain = [unit, *ancestors(unit)]
             if any(u.kind in (UnitKind.YOUTH, UnitKind.STUDENT) for u in chain):
                 youth.append(unit)
@@ -617,13 +619,14 @@ def _render_unit_step(
     error: str | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
+    unit_groups = catalogue.groups(language, page_templates(request).gettext)
     return render_page(
         request,
         language,
         "report_unit.html",
         {
-            "unit_groups": catalogue.groups(language, page_templates(request).gettext),
-            "has_units": bool(catalogue.units),
+            "unit_groups": unit_groups,
+            "has_units": bool(unit_groups),
             "national_choice": NATIONAL_CHOICE,
             "unit_error": error,
             "recently_sent": recently_sent(request),

@@ -19,12 +19,13 @@ if TYPE_CHECKING:
 router = APIRouter(include_in_schema=False)
 
 
-@router.get("/")
+# HEAD answers like GET: link checkers and uptime monitors ask with it.
+@router.api_route("/", methods=["GET", "HEAD"])
 def root() -> RedirectResponse:
     return RedirectResponse(f"/{DEFAULT_LANGUAGE}/", status_code=307)
 
 
-@router.get("/{lang:lang}/", response_class=HTMLResponse)
+@router.api_route("/{lang:lang}/", methods=["GET", "HEAD"], response_class=HTMLResponse)
 def start_page(request: Request, language: PageLanguage) -> HTMLResponse:
     return render_page(request, language, "start.html")
 

@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     signing_key: SecretStr | None = None
     password_pepper: SecretStr | None = None
 
-    # Argon2id cost for passwords and case codes (DESIGN.md: 64 MiB, 3 passes, 1 lane).
+    # Argon2id cost for passwords and case codes (docs/design.md: 64 MiB, 3 passes, 1 lane).
     # The ceilings are the ones crypto.Argon2Params.decode holds stored strings to.
     argon2_time_cost: int = Field(default=3, ge=1, le=ARGON2_MAX_TIME_COST)
     argon2_memory_kib: int = Field(default=65536, ge=8, le=ARGON2_MAX_MEMORY_KIB)

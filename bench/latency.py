@@ -18,9 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from varsling import crypto
 from varsling.accounts import service as accounts
+from varsling.accounts.models import Unit
 from varsling.app import create_app
 from varsling.config import Settings
 from varsling.db import make_engine, make_sessionmaker, migrate
@@ -54,9 +56,15 @@ def main() -> None:
         params = settings.argon2
         engine = make_engine(url)
         with make_sessionmaker(engine).begin() as session:
-            unit = accounts.create_unit(session, name="Sentralt")
-            # Fresh names, so a reused PostgreSQL database takes another run.
+            # Fresh names and a unit of this run's own under the one national unit,
+            # so a reused PostgreSQL database takes another run.
             run = uuid.uuid4().hex[:8]
+            national = session.scalars(select(Unit).where(Unit.parent_id.is_(None))).first()
+            if national is None:
+                national = accounts.create_unit(session, name="Sentralt")
+            unit = accounts.create_unit(
+                session, name=f"Bench {run}", parent_id=national.id, kind="county"
+            )
             for name, role in (("hanne", "handler"), ("henrik", "handler"), ("cora", "custodian")):
                 accounts.create_user(
                     session,

@@ -296,6 +296,7 @@ def test_a_case_from_before_manifests_is_protected_from_its_next_write(
     # Stored as before manifests existed: none sealed, no tag in the trail.
     with monkeypatch.context() as before_manifests:
         before_manifests.setattr(manifest, "reseal", lambda *_a, **_k: None)
+        before_manifests.setattr(manifest, "seal_new_case", lambda *_a, **_k: {})
         before_manifests.setattr(manifest, "audit_tag", lambda *_a: {})
         code = client.post("/api/v1/reports", json=report(unit.id)).json()["case_code"]
     handler = login(client, "hanne")

@@ -133,6 +133,7 @@ def store(
     today: dt.date,
     entry_id: int | None = None,
     actor: str | None = None,
+    in_manifest: bool = True,
 ) -> Attachment:
     """Write a sealed file's chunks and its sealed name and type, and add the file to
     the case's manifest (`actor`, by default the reporter for their uploads, is who
@@ -156,6 +157,8 @@ def store(
             session.flush()
     session.flush()
     sealed.discard()
+    if not in_manifest:  # a submission seals its first manifest at the end
+        return attachment
     manifest.reseal(
         session,
         case_id,

@@ -238,6 +238,35 @@ def reseal(
     )
 
 
+def seal_new_case(
+    session: Session,
+    case_id: str,
+    key: bytes,
+    *,
+    entries: list[CaseEntry],
+    files: list[Attachment],
+) -> dict[str, str]:
+    """The first manifest of a case being submitted, from the entries and files just
+    written in this transaction; returns the audit detail naming it.
+
+    Nobody else can see the case yet, so there is nothing to lock or compare:
+    one manifest instead of one per entry.
+    """
+    session.flush()
+    manifest = Manifest(
+        version=1,
+        entries={str(e.id): _entry_row(e) for e in entries},
+        files={a.id: _file_row(a) for a in files},
+    )
+    session.execute(
+        update(Case)
+        .where(Case.id == case_id)
+        .values(sealed_manifest=manifest.seal(key, case_id))
+        .execution_options(synchronize_session=False)
+    )
+    return {TAG_DETAIL: crypto.version_tag(key, case_id, manifest.version)}
+
+
 def audit_tag(session: Session, case_id: str, key: bytes) -> dict[str, str]:
     """The audit detail naming the manifest version a writing action left: {"manifest": tag}."""
     sealed = session.execute(

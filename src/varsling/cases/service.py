@@ -88,14 +88,16 @@ def add_entry(
     today: dt.date,
     author_id: int | None = None,
     case_key: bytes | None = None,
+    in_manifest: bool = True,
 ) -> CaseEntry:
     """Seal `payload` with `key`, bound to this case, kind and entry id, and add the
     entry to the case's manifest.
 
     The manifest is sealed under the case key: pass it as `case_key` when `key`
-    is another (the identity key).
+    is another (the identity key). A submission writes its entries with
+    `in_manifest=False` and seals the first manifest once, at the end.
     """
-    if kind == EntryKind.IDENTITY and case_key is None:
+    if in_manifest and kind == EntryKind.IDENTITY and case_key is None:
         raise ValueError("the identity entry needs the case key for the manifest")
     entry = CaseEntry(
         case_id=case_id, kind=kind.value, author_id=author_id, created_on=today, ciphertext=b""
@@ -106,6 +108,8 @@ def add_entry(
     entry.ciphertext = crypto.seal(
         key, plaintext, context=entry_context(case_id, kind.value, entry.id)
     )
+    if not in_manifest:
+        return entry
     manifest.reseal(
         session,
         case_id,

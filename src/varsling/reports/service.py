@@ -446,7 +446,9 @@ def submit_report(
         key=case_key,
         payload={"category": category, **report},
         today=today,
+        in_manifest=False,
     )
+    written = [report_entry]
     stored_files = [
         attachments.store(
             session,
@@ -456,19 +458,25 @@ def submit_report(
             uploaded_by="reporter",
             today=today,
             entry_id=report_entry.id,
+            in_manifest=False,
         )
         for sealed in files
     ]
     if identity:
-        cases.add_entry(
-            session,
-            case_id=case_id,
-            kind=EntryKind.IDENTITY,
-            key=identity_key,
-            payload=identity,
-            today=today,
-            case_key=case_key,
+        written.append(
+            cases.add_entry(
+                session,
+                case_id=case_id,
+                kind=EntryKind.IDENTITY,
+                key=identity_key,
+                payload=identity,
+                today=today,
+                in_manifest=False,
+            )
         )
+    manifest_tag = manifest.seal_new_case(
+        session, case_id, case_key, entries=written, files=stored_files
+    )
     audit.record(
         session,
         actor=audit.REPORTER,
@@ -484,7 +492,7 @@ def submit_report(
             "excluded_count": len(excluded_ids),
             "with_identity": bool(identity),
             "files": len(stored_files),
-            **manifest.audit_tag(session, case_id, case_key),
+            **manifest_tag,
         },
     )
     return Submission(case_id, crypto.format_case_code(code))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import os
@@ -504,6 +505,22 @@ def user_key_certified(
     """Whether `certificate` certifies exactly this key for this user and version."""
     if not certificate:
         return False
+    return _certificate_valid(
+        verifying_key, user_id, username, key_version, public_key, certificate
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _certificate_valid(
+    verifying_key: bytes,
+    user_id: int,
+    username: str,
+    key_version: int,
+    public_key: bytes,
+    certificate: bytes,
+) -> bool:
+    # A pure function of its arguments, so remembering answers is safe: a changed
+    # row is another key. Listing units checks the same few people for every unit.
     message = user_key_message(
         user_id=user_id, username=username, key_version=key_version, public_key=public_key
     )

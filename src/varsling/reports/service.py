@@ -158,13 +158,13 @@ def list_units(session: Session, *, verifying_key: bytes) -> list[UnitListing]:
     for unit in session.execute(select(Unit).order_by(Unit.id)).scalars():
         try:
             routing = route(session, unit.id, verifying_key=verifying_key)
-            recipients = [Recipient(u.id, u.display_name) for u in routing.handlers]
+            handlers, holders = routing.handlers, routing.custodians
         except InvalidInput:
-            recipients = []
-        custodians = [
-            Recipient(u.id, u.display_name)
-            for u in custodians_on_chain(session, unit.id, verifying_key=verifying_key)
-        ]
+            # Nobody can receive here; the custodians of the chain are still shown.
+            handlers = []
+            holders = custodians_on_chain(session, unit.id, verifying_key=verifying_key)
+        recipients = [Recipient(u.id, u.display_name) for u in handlers]
+        custodians = [Recipient(u.id, u.display_name) for u in holders]
         out.append(
             UnitListing(unit.id, unit.name, unit.kind, unit.parent_id, recipients, custodians)
         )

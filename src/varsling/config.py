@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -79,6 +79,19 @@ class Settings(BaseSettings):
 
     max_file_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     max_files_per_report: int = Field(default=10, ge=0)
+    # Reprisal protection and retention (docs/design.md).
+    # A retaliation case must be acknowledged within this many days, and answered
+    # within this many months of the acknowledgement.
+    retaliation_acknowledgement_days: int = Field(default=2, ge=1, le=7)
+    retaliation_feedback_months: int = Field(default=1, ge=1, le=3)
+    # Check-ins ask the reporter about negative consequences this many months
+    # after the case was concluded.
+    checkin_months: tuple[Annotated[int, Field(ge=1, le=120)], ...] = Field(
+        default=(1, 3, 6, 12), max_length=12
+    )
+    # Closed cases are deleted this many months after closing, unless on hold.
+    retention_months: int = Field(default=2, ge=1, le=120)
+
     # Unset: on in production (Secure `__Host-` cookie and HSTS), off in development.
     secure_cookies: bool | None = None
 

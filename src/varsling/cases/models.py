@@ -5,7 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import enum
 
-from sqlalchemy import Date, ForeignKey, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    Date,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from varsling.db import Base
@@ -28,6 +36,19 @@ class Category(enum.StrEnum):
     OTHER = "other"
 
 
+class Priority(enum.StrEnum):
+    NORMAL = "normal"
+    HIGH = "high"  # retaliation cases
+
+
+class Risk(enum.StrEnum):
+    """The retaliation-risk assessment a handler records at triage."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
 class KeyPurpose(enum.StrEnum):
     CASE = "case"  # the DEK: all case content but the identity
     IDENTITY = "identity"  # the IK: only the reporter's identity
@@ -40,6 +61,11 @@ class EntryKind(enum.StrEnum):
     HANDLER_MESSAGE = "handler_message"
     NOTE = "note"
     OUTCOME = "outcome"
+    # The report's `involved` field again, alone: what a handler reads to judge
+    # a conflict of interest before declaring (cases/declarations.py).
+    INVOLVED = "involved"
+    HOLD = "hold"  # a retention hold's reason
+    CHECKIN_ANSWER = "checkin_answer"  # the reporter's answer to a check-in
 
 
 class Case(Base):
@@ -59,6 +85,19 @@ class Case(Base):
     # Every entry and file of the case, sealed as a set under the case key
     # (cases/manifest.py); None for a case from before manifests.
     sealed_manifest: Mapped[bytes | None] = mapped_column(LargeBinary)
+    priority: Mapped[str] = mapped_column(
+        String(10), default=Priority.NORMAL.value, server_default=Priority.NORMAL.value
+    )
+    # The unit whose handlers received the case (routing may go up from unit_id);
+    # None for cases from before it was kept: then unit_id.
+    handling_unit_id: Mapped[int | None] = mapped_column(ForeignKey("units.id"))
+    # A retaliation case: the case it was reported on (no foreign key: that case
+    # may be deleted while this one lives).
+    linked_case_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    # A retention hold keeps a closed case until this day; its reason is a sealed entry.
+    hold_review_on: Mapped[dt.date | None] = mapped_column(Date)
+    # The reporter sent the unacknowledged case to the level above on this day.
+    escalated_on: Mapped[dt.date | None] = mapped_column(Date)
 
 
 class CaseKey(Base):
@@ -144,3 +183,101 @@ class AttachmentChunk(Base):
     )
     index: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class CaseDeclaration(Base):
+    """A key holder's conflict-of-interest declaration and retaliation-risk assessment.
+
+    Until a row for them exists, the case's content stays closed to them.
+    `tag` is a MAC keyed from configuration over every field, so a database
+    writer can neither forge a declaration nor turn a recusal into consent.
+    """
+
+    __tablename__ = "case_declarations"
+
+    case_id: Mapped[str] = mapped_column(
+        ForeignKey("cases.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    conflict: Mapped[bool] = mapped_column(Boolean)
+    risk: Mapped[str | None] = mapped_column(String(10))
+    declared_on: Mapped[dt.date] = mapped_column(Date)
+    tag: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class IdentityRequest(Base):
+    """A handler's request to see the reporter's identity, and a custodian's decision.
+
+    The justification and the decision's reason are sealed under a request
+    key wrapped for the requester and the case's identity custodians
+    (IdentityRequestKey); the notice to the reporter is sealed under the
+    identity key, which the reporter holds.
+    """
+
+    __tablename__ = "identity_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    requester_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    status: Mapped[str] = mapped_column(String(10))  # pending, approved, refused
+    requested_on: Mapped[dt.date] = mapped_column(Date)
+    decided_on: Mapped[dt.date | None] = mapped_column(Date)
+    decider_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    sealed_request: Mapped[bytes] = mapped_column(LargeBinary)
+    sealed_decision: Mapped[bytes | None] = mapped_column(LargeBinary)
+    sealed_notice: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class IdentityRequestKey(Base):
+    """An identity request's key wrapped (HPKE) for one user."""
+
+    __tablename__ = "identity_request_keys"
+
+    request_id: Mapped[int] = mapped_column(
+        ForeignKey("identity_requests.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ReporterLink(Base):
+    """A case the reporter opened from their first one (a retaliation case).
+
+    Its keys are sealed under a key derived from the reporter's case code, and
+    `lookup` is derived from that key too: nothing in the clear says which
+    case the reporter came from.
+    """
+
+    __tablename__ = "reporter_links"
+
+    case_id: Mapped[str] = mapped_column(
+        ForeignKey("cases.id", ondelete="CASCADE"), primary_key=True
+    )
+    lookup: Mapped[bytes] = mapped_column(LargeBinary, index=True)
+    sealed_keys: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class CheckIn(Base):
+    """A question in the reporter's inbox after a case is concluded: any negative
+    consequences? One per case and round (months after concluding)."""
+
+    __tablename__ = "checkins"
+    __table_args__ = (UniqueConstraint("case_id", "round"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    round: Mapped[int] = mapped_column(Integer)
+    sent_on: Mapped[dt.date] = mapped_column(Date)
+    answered_on: Mapped[dt.date | None] = mapped_column(Date)
+
+
+class OverdueFlag(Base):
+    """A deadline a case passed, flagged once by `varsling jobs run`."""
+
+    __tablename__ = "overdue_flags"
+
+    case_id: Mapped[str] = mapped_column(
+        ForeignKey("cases.id", ondelete="CASCADE"), primary_key=True
+    )
+    deadline: Mapped[str] = mapped_column(String(20), primary_key=True)
+    flagged_on: Mapped[dt.date] = mapped_column(Date)

@@ -145,14 +145,10 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_cases_linked_case_id"), ["linked_case_id"], unique=False
         )
-        batch_op.create_foreign_key(
-            batch_op.f("fk_cases_handling_unit_id_units"), "units", ["handling_unit_id"], ["id"]
-        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("cases", schema=None) as batch_op:
-        batch_op.drop_constraint(batch_op.f("fk_cases_handling_unit_id_units"), type_="foreignkey")
         batch_op.drop_index(batch_op.f("ix_cases_linked_case_id"))
         batch_op.drop_column("escalated_on")
         batch_op.drop_column("hold_review_on")

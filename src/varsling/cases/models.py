@@ -89,8 +89,10 @@ class Case(Base):
         String(10), default=Priority.NORMAL.value, server_default=Priority.NORMAL.value
     )
     # The unit whose handlers received the case (routing may go up from unit_id);
-    # None for cases from before it was kept: then unit_id.
-    handling_unit_id: Mapped[int | None] = mapped_column(ForeignKey("units.id"))
+    # None for cases from before it was kept: then unit_id. No foreign key: adding
+    # one would make SQLite rebuild the cases table, and the rebuild's DROP would
+    # cascade into every table that refers to cases.
+    handling_unit_id: Mapped[int | None] = mapped_column(Integer)
     # A retaliation case: the case it was reported on (no foreign key: that case
     # may be deleted while this one lives).
     linked_case_id: Mapped[str | None] = mapped_column(String(32), index=True)

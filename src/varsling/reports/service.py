@@ -410,6 +410,7 @@ def submit_report(
         received_on=today,
         acknowledgement_due=cases.acknowledgement_due(today),
         feedback_due=cases.feedback_due(today, None),
+        handling_unit_id=routing.unit.id,
     )
     session.add(case)
     session.flush()
@@ -449,6 +450,20 @@ def submit_report(
         in_manifest=False,
     )
     written = [report_entry]
+    if report.get("involved"):
+        # Sealed again on its own: a handler reads only this (with category, unit and
+        # dates) to judge a conflict of interest before the case opens to them.
+        written.append(
+            cases.add_entry(
+                session,
+                case_id=case_id,
+                kind=EntryKind.INVOLVED,
+                key=case_key,
+                payload={"involved": report["involved"]},
+                today=today,
+                in_manifest=False,
+            )
+        )
     stored_files = [
         attachments.store(
             session,

@@ -62,3 +62,26 @@ def reporter_login(client: TestClient, case_code: str) -> dict[str, str]:
     response = client.post("/api/v1/reporter/session", json={"case_code": case_code})
     assert response.status_code == 200, response.text
     return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+def declare(
+    client: TestClient, headers: dict[str, str], case_id: str, risk: str = "low"
+) -> dict[str, Any]:
+    """Declare no conflict of interest, so the case's content opens to this handler."""
+    response = client.post(
+        f"/api/v1/cases/{case_id}/declaration",
+        json={"conflict": False, "risk": risk},
+        headers=headers,
+    )
+    assert response.status_code == 201, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def open_first_case(client: TestClient, headers: dict[str, str]) -> str:
+    """The id of the handler's first case, declared (no conflict) so its content opens."""
+    response = client.get("/api/v1/cases", headers=headers)
+    assert response.status_code == 200, response.text
+    case_id: str = response.json()["items"][0]["id"]
+    declare(client, headers, case_id)
+    return case_id

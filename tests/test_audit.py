@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from tests.conftest import TEST_SECRETS
-from tests.factories import login, make_unit, make_user, report, reporter_login
+from tests.factories import login, make_unit, make_user, open_first_case, report, reporter_login
 from tests.tamper import insert_staff_event, staff_rows, unguarded
 from varsling import audit
 from varsling.accounts import service as accounts
@@ -36,7 +36,7 @@ def _busy_case(client: TestClient, db: Session, settings: Settings) -> str:
     client.get("/api/v1/reporter/case", headers=reporter)
     client.post("/api/v1/reporter/case/messages", json={"body": "hello"}, headers=reporter)
     handler = login(client, "hanne")
-    case_id: str = client.get("/api/v1/cases", headers=handler).json()["items"][0]["id"]
+    case_id: str = open_first_case(client, handler)
     client.get(f"/api/v1/cases/{case_id}", headers=handler)
     client.post(f"/api/v1/cases/{case_id}/messages", json={"body": "hi"}, headers=handler)
     client.post(f"/api/v1/cases/{case_id}/notes", json={"body": "n"}, headers=handler)

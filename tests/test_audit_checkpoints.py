@@ -16,7 +16,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from tests.conftest import TEST_SECRETS
-from tests.factories import login, make_unit, make_user, report, reporter_login
+from tests.factories import login, make_unit, make_user, open_first_case, report, reporter_login
 from tests.tamper import insert_staff_event, rewrite_from_scratch, staff_rows, unguarded
 from varsling import audit, crypto
 from varsling.audit import AuditCheckpoint, AuditEvent, Checkpoint
@@ -36,7 +36,7 @@ def _busy_case(client: TestClient, db: Session, settings: Settings) -> None:
     reporter = reporter_login(client, code)
     client.post("/api/v1/reporter/case/messages", json={"body": "hello"}, headers=reporter)
     handler = login(client, "hanne")
-    case_id = client.get("/api/v1/cases", headers=handler).json()["items"][0]["id"]
+    case_id = open_first_case(client, handler)
     client.get(f"/api/v1/cases/{case_id}", headers=handler)
     client.post(f"/api/v1/cases/{case_id}/notes", json={"body": "n"}, headers=handler)
     db.rollback()

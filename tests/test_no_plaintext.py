@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import inspect, text
 from sqlalchemy.orm import Session
 
-from tests.factories import login, make_unit, make_user, report, reporter_login
+from tests.factories import login, make_unit, make_user, open_first_case, report, reporter_login
 from varsling.config import Settings
 
 
@@ -64,7 +64,7 @@ def test_marker_and_case_code_are_nowhere_in_the_database(
         "/api/v1/reporter/case/messages", json={"body": f"reply {marker}"}, headers=reporter
     )
     handler = login(client, "hanne")
-    case_id = client.get("/api/v1/cases", headers=handler).json()["items"][0]["id"]
+    case_id = open_first_case(client, handler)
     client.post(
         f"/api/v1/cases/{case_id}/messages", json={"body": f"to reporter {marker}"}, headers=handler
     )

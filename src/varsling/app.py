@@ -5,18 +5,20 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from varsling import audit_routes, secrets_binding
+from varsling import audit, audit_routes, secrets_binding
 from varsling.accounts import routes as account_routes
 from varsling.cases import routes as case_routes
 from varsling.config import ConfigError, Settings
 from varsling.crypto import CryptoError
-from varsling.db import make_engine, make_sessionmaker
-from varsling.errors import PayloadTooLarge, VarslingError, error_body
+from varsling.db import in_transaction, make_engine, make_sessionmaker
+from varsling.errors import PayloadTooLarge, RefusalEvent, VarslingError, error_body
 from varsling.reports import routes as report_routes
 
 log = logging.getLogger("varsling")
@@ -175,11 +177,27 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
     return 422, "invalid_input", "; ".join(parts)
 
 
+def _record_refusal(session: Session, refusal: RefusalEvent) -> None:
+    audit.record(
+        session,
+        actor=refusal.actor,
+        action=refusal.action,
+        case_id=refusal.case_id,
+        details=refusal.details,
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(VarslingError)
-    async def _domain(_request: Request, exc: VarslingError) -> JSONResponse:
+    async def _domain(request: Request, exc: VarslingError) -> JSONResponse:
+        if exc.refusal is not None:
+            await run_in_threadpool(
+                in_transaction, request.app.state.sessionmaker, _record_refusal, exc.refusal
+            )
         return JSONResponse(
-            error_body(exc.code, exc.message), status_code=exc.status_code, headers=exc.headers
+            {**error_body(exc.code, exc.message), **exc.body_extra},
+            status_code=exc.status_code,
+            headers=exc.headers,
         )
 
     @app.exception_handler(RequestValidationError)

@@ -8,14 +8,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from varsling.accounts.models import Role
 from varsling.accounts.service import StaffPrincipal, staff_principal
+from varsling.config import Settings
 from varsling.db import DbSession
 from varsling.errors import Forbidden, Unauthenticated
 from varsling.reports.service import ReporterPrincipal, reporter_principal
+
+
+def app_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+AppSettings = Annotated[Settings, Depends(app_settings)]
 
 _bearer = HTTPBearer(auto_error=False)
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Self
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:
     """The one shape of every API error."""
     return {"error": {"code": code, "message": message}}
+
+
+@dataclass(frozen=True)
+class RefusalEvent:
+    """The audit event of a refused action on a case.
+
+    The request's transaction rolls back with the refusal, so the error handler
+    appends this event in a transaction of its own (app.install_error_handlers).
+    """
+
+    actor: str
+    action: str
+    case_id: str | None
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 class VarslingError(Exception):
@@ -17,6 +32,21 @@ class VarslingError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        self.refusal: RefusalEvent | None = None
+        # More top-level fields of the answer beside "error" (never content by default).
+        self.body_extra: dict[str, Any] = {}
+
+    def audited(
+        self,
+        *,
+        actor: str,
+        action: str,
+        case_id: str | None,
+        details: dict[str, Any] | None = None,
+    ) -> Self:
+        """This refusal, to be written to the audit trail when it is answered."""
+        self.refusal = RefusalEvent(actor, action, case_id, details or {})
+        return self
 
     @property
     def headers(self) -> dict[str, str]:

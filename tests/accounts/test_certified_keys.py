@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from tests.factories import PASSWORD, login, make_unit, make_user, report
+from tests.factories import PASSWORD, declare, login, make_unit, make_user, report
 from varsling import crypto
 from varsling.accounts import service as accounts
 from varsling.accounts.models import User
@@ -105,7 +105,9 @@ def test_a_swapped_custodian_key_gets_no_identity_key(
     assert (world["cora"], "identity") in holders
     assert _opens_nothing(holders, case_id, attacker.private_key)
     assert _rejected(db, case_id) == [world["carl"]]
-    opened = client.get(f"/api/v1/cases/{case_id}", headers=login(client, "hanne"))
+    hanne = login(client, "hanne")
+    declare(client, hanne, case_id)
+    opened = client.get(f"/api/v1/cases/{case_id}", headers=hanne)
     assert opened.status_code == 200
 
     # Back to the original, certified key: wrapping works again.
@@ -360,15 +362,15 @@ def test_the_wrap_itself_refuses_an_uncertified_key(
     """The last line behind routing: even a caller that skipped `route` wraps nothing."""
     import datetime as dt
 
+    from varsling.cases.keys import wrap_for
     from varsling.cases.models import KeyPurpose
-    from varsling.reports.service import _wrap_for
 
     _swap_key(db, world["hanne"], crypto.generate_keypair().public_key)
     hanne = db.get(User, world["hanne"])
     assert hanne is not None
 
     with pytest.raises(crypto.CryptoError, match="uncertified"):
-        _wrap_for(
+        wrap_for(
             db,
             settings.signing_public_key,
             "0" * 32,

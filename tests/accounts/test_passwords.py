@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from tests.conftest import make_settings
-from tests.factories import PASSWORD, login, make_unit, make_user, report
+from tests.factories import PASSWORD, login, make_unit, make_user, open_first_case, report
 from varsling import crypto
 from varsling.accounts.models import User
 from varsling.app import create_app
@@ -124,8 +124,8 @@ def test_an_account_of_the_old_scheme_is_moved_to_the_pepper_at_login(
     (rehashed,) = _events(db, "user.password_rehashed")
     assert json.loads(rehashed.details)["user_id"] == hanne.id
     # The re-sealed private key is the same one: the old case still opens.
-    items = client.get("/api/v1/cases", headers=headers).json()["items"]
-    assert client.get(f"/api/v1/cases/{items[0]['id']}", headers=login(client, "hanne")).is_success
+    case_id = open_first_case(client, headers)
+    assert client.get(f"/api/v1/cases/{case_id}", headers=login(client, "hanne")).is_success
     assert _login(client, "hanne", WRONG)[0] == 401
 
 

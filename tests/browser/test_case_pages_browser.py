@@ -61,6 +61,12 @@ def create_case(base: str, unit_id: int, handler_name: str, **fields: object) ->
     )
     assert response.status_code == 201, response.text
     [case_id] = case_ids(base, handler) - before
+    declared = httpx.post(
+        f"{base}/api/v1/cases/{case_id}/declaration",
+        json={"conflict": False, "risk": "low"},
+        headers=handler,
+    )
+    assert declared.status_code == 201, declared.text
     return BrowserCase(response.json()["case_code"], case_id, handler)
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 
 from tests.conftest import make_settings
-from tests.factories import login, make_unit, make_user, report, reporter_login
+from tests.factories import login, make_unit, make_user, open_first_case, report, reporter_login
 from varsling.app import create_app
 from varsling.cases.models import Attachment, AttachmentChunk
 from varsling.config import Settings
@@ -28,7 +28,7 @@ def reporter_and_handler(client: TestClient, db: Session, settings: Settings) ->
     make_user(db, settings, "hanne", units=(unit.id,))
     code = client.post("/api/v1/reports", json=report(unit.id)).json()["case_code"]
     handler = login(client, "hanne")
-    case_id = client.get("/api/v1/cases", headers=handler).json()["items"][0]["id"]
+    case_id = open_first_case(client, handler)
     return {"reporter": reporter_login(client, code), "handler": handler, "case_id": case_id}
 
 

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tests.factories import login, make_unit, make_user, report, reporter_login
+from tests.factories import login, make_unit, make_user, open_first_case, report, reporter_login
 from varsling.cases.service import acknowledgement_due, add_months, feedback_due
 from varsling.config import Settings
 
@@ -27,7 +27,7 @@ def world(client: TestClient, db: Session, settings: Settings) -> dict[str, obje
         "/api/v1/reports",
         json=report(county.id, identity={"name": "Kari Nordmann"}, excluded_recipients=[ola]),
     ).json()["case_code"]
-    case_id = client.get("/api/v1/cases", headers=login(client, "hanne")).json()["items"][0]["id"]
+    case_id = open_first_case(client, login(client, "hanne"))
     return {"code": code, "case_id": case_id, "county": county.id, "hanne": hanne.id}
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
-from tests.factories import login, make_unit, make_user, report, reporter_login
+from tests.factories import login, make_unit, make_user, open_first_case, report, reporter_login
 from varsling import audit
 from varsling.accounts.service import staff_principal
 from varsling.cases import manifest
@@ -37,7 +37,7 @@ def world(client: TestClient, db: Session, settings: Settings) -> World:
     ).json()["case_code"]
     handler = login(client, "hanne")
     reporter = reporter_login(client, code)
-    case_id = client.get("/api/v1/cases", headers=handler).json()["items"][0]["id"]
+    case_id = open_first_case(client, handler)
     sent = client.post(
         "/api/v1/reporter/case/files",
         files=[("files", ("bilde.jpg", b"x" * 70_000, "image/jpeg"))],
@@ -300,7 +300,7 @@ def test_a_case_from_before_manifests_is_protected_from_its_next_write(
         before_manifests.setattr(manifest, "audit_tag", lambda *_a: {})
         code = client.post("/api/v1/reports", json=report(unit.id)).json()["case_code"]
     handler = login(client, "hanne")
-    case_id = client.get("/api/v1/cases", headers=handler).json()["items"][0]["id"]
+    case_id = open_first_case(client, handler)
     world = {"case_id": case_id, "handler": handler, "reporter": reporter_login(client, code)}
     old = client.get(f"/api/v1/cases/{case_id}", headers=handler)
     assert old.json()["integrity"] == {"ok": False, "problem": manifest.NOT_YET_PROTECTED}

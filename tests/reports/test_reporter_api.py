@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from tests.factories import login, make_unit, make_user, report, reporter_login
+from tests.factories import login, make_unit, make_user, open_first_case, report, reporter_login
 from varsling.audit import AuditEvent, ReporterAuditEvent
 from varsling.cases.models import Case, CaseEntry, CaseKey, ReporterAccess
 from varsling.config import Settings
@@ -94,7 +94,7 @@ def test_messages_flow_both_ways(client: TestClient, db: Session, settings: Sett
     code = client.post("/api/v1/reports", json=report(unit.id)).json()["case_code"]
     reporter = reporter_login(client, code)
     handler = login(client, "hanne")
-    case_id = client.get("/api/v1/cases", headers=handler).json()["items"][0]["id"]
+    case_id = open_first_case(client, handler)
 
     sent = client.post(
         f"/api/v1/cases/{case_id}/messages",

@@ -17,7 +17,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from tests.conftest import make_settings
-from tests.factories import login, make_unit, make_user, report
+from tests.factories import login, make_unit, make_user, open_first_case, report
 from varsling.accounts.models import LoginSession, ReporterSession
 from varsling.app import create_app
 from varsling.audit import ReporterAuditEvent
@@ -51,7 +51,7 @@ def new_case(client: TestClient, db: Session, settings: Settings, **fields: obje
     response = client.post("/api/v1/reports", json=report(unit.id, **fields))
     assert response.status_code == 201, response.text
     handler = login(client, "hanne")
-    case_id = client.get("/api/v1/cases", headers=handler).json()["items"][0]["id"]
+    case_id = open_first_case(client, handler)
     return Case(response.json()["case_code"], case_id, handler)
 
 

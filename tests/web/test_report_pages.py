@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tests.conftest import make_settings
-from tests.factories import login, make_unit, make_user, reporter_login
+from tests.factories import declare, login, make_unit, make_user, open_first_case, reporter_login
 from varsling.app import create_app
 from varsling.audit import AuditEvent, ReporterAuditEvent
 from varsling.cases.exclusions import is_excluded
@@ -370,6 +370,7 @@ def test_full_submission_with_files_reaches_the_handler_and_the_code_opens_it(
     handler = login(site, "hanne")
     items = site.get("/api/v1/cases", headers=handler).json()["items"]
     assert len(items) == 1
+    declare(site, handler, items[0]["id"])
     case = site.get(f"/api/v1/cases/{items[0]['id']}", headers=handler).json()
     report = case["report"]
     assert report["category"] == "abuse_of_power"
@@ -433,7 +434,7 @@ def test_optional_fields_left_empty_are_not_stored(site: TestClient, org: dict[s
 
     assert response.status_code == 200, response.text
     handler = login(site, "nina")
-    case_id = site.get("/api/v1/cases", headers=handler).json()["items"][0]["id"]
+    case_id = open_first_case(site, handler)
     case = site.get(f"/api/v1/cases/{case_id}", headers=handler).json()
     assert case["report"] == {
         "category": "abuse_of_power",
@@ -808,6 +809,7 @@ def test_leaving_out_the_municipal_handler_sends_only_to_the_county_handler(
     items = site.get("/api/v1/cases", headers=frode).json()["items"]
     assert len(items) == 1
     case_id = items[0]["id"]
+    declare(site, frode, case_id)
     assert site.get(f"/api/v1/cases/{case_id}", headers=frode).status_code == 200
     for other in ("kari", "nina"):
         assert site.get(f"/api/v1/cases/{case_id}", headers=login(site, other)).status_code == 404

@@ -64,6 +64,7 @@ class EntryKind(enum.StrEnum):
     # The report's `involved` field again, alone: what a handler reads to judge
     # a conflict of interest before declaring (cases/declarations.py).
     INVOLVED = "involved"
+    RECUSAL = "recusal"  # why a handler stepped aside (a conflict of interest)
     HOLD = "hold"  # a retention hold's reason
     CHECKIN_ANSWER = "checkin_answer"  # the reporter's answer to a check-in
 

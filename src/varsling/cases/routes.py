@@ -12,10 +12,19 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from varsling import audit
 from varsling.accounts.service import utcnow
-from varsling.authz import Staff
-from varsling.cases import attachments, service
+from varsling.authz import AppSettings, Staff
+from varsling.cases import attachments, declarations, grants, service
 from varsling.cases.models import Attachment
-from varsling.cases.schemas import CaseListOut, CaseOut, CaseSummaryOut, NoteIn, StatusIn
+from varsling.cases.schemas import (
+    CaseListOut,
+    CaseOut,
+    CaseSummaryOut,
+    DeclarationIn,
+    DeclarationOut,
+    GrantIn,
+    NoteIn,
+    StatusIn,
+)
 from varsling.db import DbSession
 from varsling.errors import NotFound
 from varsling.reports.schemas import MessageIn
@@ -28,31 +37,89 @@ def list_cases(principal: Staff, session: DbSession) -> dict[str, Any]:
     return {"items": service.list_cases(session, principal, utcnow().date())}
 
 
-@router.get("/{case_id}", response_model=CaseOut)
-def read_case(case_id: str, principal: Staff, session: DbSession) -> dict[str, Any]:
-    return service.read_case(session, principal, case_id, utcnow().date())
+@router.get(
+    "/{case_id}",
+    response_model=CaseOut,
+    responses={
+        409: {
+            "description": "declaration_required: the caller has not declared yet; the answer "
+            "carries `case` with only category, unit, dates and who was named as involved."
+        }
+    },
+)
+def read_case(
+    case_id: str, principal: Staff, session: DbSession, settings: AppSettings
+) -> dict[str, Any]:
+    return service.read_case(session, settings, principal, case_id, utcnow().date())
+
+
+@router.post("/{case_id}/declaration", response_model=DeclarationOut, status_code=201)
+def declare(
+    case_id: str,
+    body: DeclarationIn,
+    principal: Staff,
+    session: DbSession,
+    settings: AppSettings,
+) -> dict[str, Any]:
+    """Declare no conflict of interest (the case opens; with a retaliation-risk assessment),
+    or a conflict (you step aside: your access to the case ends for good)."""
+    opened = service.open_held_case(session, principal, case_id)
+    recusal = declarations.declare(
+        session,
+        settings,
+        principal,
+        opened.case,
+        opened.key,
+        conflict=body.conflict,
+        risk=body.risk,
+        reason=body.reason,
+        today=utcnow().date(),
+    )
+    answer: dict[str, Any] = {"conflict": body.conflict, "risk": body.risk}
+    if recusal is not None:
+        answer |= {
+            "routed_to_unit_id": recusal.routed_to_unit_id,
+            "handlers_added": recusal.handlers_added,
+        }
+    return answer
+
+
+@router.post("/{case_id}/grants", status_code=201)
+def grant_access(
+    case_id: str, body: GrantIn, principal: Staff, session: DbSession, settings: AppSettings
+) -> dict[str, Any]:
+    """Give another case handler or identity custodian of the case's unit chain access."""
+    grants.grant_access(
+        session, settings, principal, case_id, user_id=body.user_id, today=utcnow().date()
+    )
+    return {"status": "granted", "user_id": body.user_id}
 
 
 @router.post("/{case_id}/messages", status_code=201)
 def write_to_reporter(
-    case_id: str, body: MessageIn, principal: Staff, session: DbSession
+    case_id: str, body: MessageIn, principal: Staff, session: DbSession, settings: AppSettings
 ) -> dict[str, str]:
-    service.write_to_reporter(session, principal, case_id, body=body.body, today=utcnow().date())
+    service.write_to_reporter(
+        session, settings, principal, case_id, body=body.body, today=utcnow().date()
+    )
     return {"status": "sent"}
 
 
 @router.post("/{case_id}/notes", status_code=201)
-def add_note(case_id: str, body: NoteIn, principal: Staff, session: DbSession) -> dict[str, str]:
-    service.add_note(session, principal, case_id, body=body.body, today=utcnow().date())
+def add_note(
+    case_id: str, body: NoteIn, principal: Staff, session: DbSession, settings: AppSettings
+) -> dict[str, str]:
+    service.add_note(session, settings, principal, case_id, body=body.body, today=utcnow().date())
     return {"status": "saved"}
 
 
 @router.post("/{case_id}/status", response_model=CaseSummaryOut)
 def change_status(
-    case_id: str, body: StatusIn, principal: Staff, session: DbSession
+    case_id: str, body: StatusIn, principal: Staff, session: DbSession, settings: AppSettings
 ) -> dict[str, Any]:
     return service.change_status(
         session,
+        settings,
         principal,
         case_id,
         status=body.status.value,
@@ -91,9 +158,14 @@ def download_response(
 
 @router.get("/{case_id}/files/{file_id}", response_class=StreamingResponse)
 def download_file(
-    case_id: str, file_id: str, principal: Staff, session: DbSession, request: Request
+    case_id: str,
+    file_id: str,
+    principal: Staff,
+    session: DbSession,
+    settings: AppSettings,
+    request: Request,
 ) -> StreamingResponse:
-    opened = service.open_case(session, principal, case_id)
+    opened = service.open_case(session, settings, principal, case_id)
     attachment = attachments.find(session, case_id, file_id)
     if attachment is None:
         raise NotFound("No such file.")

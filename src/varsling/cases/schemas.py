@@ -4,17 +4,27 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, StringConstraints
+from pydantic import BaseModel, StrictBool, StringConstraints, model_validator
 
-from varsling.cases.models import Status
-from varsling.reports.schemas import FileOut, IntegrityOut, MessageIn, MessageOut, StrictModel
+from varsling.cases.models import Risk, Status
+from varsling.reports.schemas import (
+    FileOut,
+    Id,
+    IntegrityOut,
+    MessageIn,
+    MessageOut,
+    StrictModel,
+)
 
 
 class CaseSummaryOut(BaseModel):
     id: str
     status: str
     unit_id: int
+    handling_unit_id: int
     category: str
+    priority: str
+    linked_case_id: str | None
     received_on: str
     acknowledged_on: str | None
     acknowledgement_due: str
@@ -22,14 +32,24 @@ class CaseSummaryOut(BaseModel):
     overdue: list[str]
 
 
+class CaseListItemOut(CaseSummaryOut):
+    declared: bool
+
+
 class CaseListOut(BaseModel):
-    items: list[CaseSummaryOut]
+    items: list[CaseListItemOut]
 
 
 class NoteOut(BaseModel):
     body: str
     written_on: str
     author_id: int | None
+
+
+class RecusalOut(BaseModel):
+    user_id: int | None
+    reason: str
+    written_on: str
 
 
 class CaseOut(CaseSummaryOut):
@@ -39,6 +59,8 @@ class CaseOut(CaseSummaryOut):
     notes: list[NoteOut]
     outcome: str | None
     files: list[FileOut]
+    recusals: list[RecusalOut]
+    risk: str | None
     integrity: IntegrityOut
 
 
@@ -51,3 +73,35 @@ class StatusIn(StrictModel):
 
 
 NoteIn = MessageIn
+
+
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5_000)]
+
+
+class DeclarationIn(StrictModel):
+    """No conflict opens the case (with a risk assessment); a conflict recuses."""
+
+    conflict: StrictBool
+    risk: Risk | None = None
+    reason: Reason | None = None
+
+    @model_validator(mode="after")
+    def _fits(self) -> DeclarationIn:
+        if not self.conflict and self.risk is None:
+            raise ValueError("risk (low, medium or high) is needed when there is no conflict")
+        if self.conflict and self.reason is None:
+            raise ValueError("reason is needed when there is a conflict")
+        if not self.conflict and self.reason is not None:
+            raise ValueError("reason is only given with a conflict")
+        return self
+
+
+class DeclarationOut(BaseModel):
+    conflict: bool
+    risk: str | None
+    routed_to_unit_id: int | None = None
+    handlers_added: int = 0
+
+
+class GrantIn(StrictModel):
+    user_id: Id

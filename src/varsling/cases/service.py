@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from varsling import audit, crypto
 from varsling.accounts.service import StaffPrincipal
-from varsling.cases import attachments, manifest
+from varsling.cases import attachments, declarations, keys, manifest
 from varsling.cases.models import (
     Attachment,
     Case,
@@ -22,8 +22,10 @@ from varsling.cases.models import (
     CaseKey,
     EntryKind,
     KeyPurpose,
+    Priority,
     Status,
 )
+from varsling.config import Settings
 from varsling.errors import Conflict, InvalidInput, NotFound
 
 ACKNOWLEDGEMENT_DAYS = 7
@@ -228,8 +230,11 @@ class OpenCase:
     key: bytes
 
 
-def open_case(session: Session, principal: StaffPrincipal, case_id: str) -> OpenCase:
-    """The case and its key, if the caller holds a wrapped key for it; else 404."""
+def open_held_case(session: Session, principal: StaffPrincipal, case_id: str) -> OpenCase:
+    """The case and its key, if the caller holds a wrapped key for it; else 404.
+
+    Not yet the content: a key holder must declare first (open_case).
+    """
     if not is_hex_id(case_id):
         raise NotFound("No such case.")
     case = session.execute(readable_cases(principal).where(Case.id == case_id)).scalar_one_or_none()
@@ -242,12 +247,16 @@ def open_case(session: Session, principal: StaffPrincipal, case_id: str) -> Open
     ).scalar_one_or_none()
     if case is None or wrapped is None:
         raise NotFound("No such case.")
-    key = crypto.unwrap_key(
-        wrapped.wrapped_key,
-        principal.private_key,
-        info=crypto.wrap_info(case_id, KeyPurpose.CASE.value, f"user:{principal.user_id}"),
-    )
-    return OpenCase(case, key)
+    return OpenCase(case, keys.unwrap(wrapped, principal.private_key))
+
+
+def open_case(
+    session: Session, settings: Settings, principal: StaffPrincipal, case_id: str
+) -> OpenCase:
+    """The case and its key for a key holder who declared no conflict; else 404 or 409."""
+    opened = open_held_case(session, principal, case_id)
+    declarations.require(session, settings, principal, opened.case)
+    return opened
 
 
 def case_summary(case: Case, today: dt.date) -> dict[str, Any]:
@@ -255,7 +264,10 @@ def case_summary(case: Case, today: dt.date) -> dict[str, Any]:
         "id": case.id,
         "status": case.status,
         "unit_id": case.unit_id,
+        "handling_unit_id": keys.handling_unit(case),
         "category": case.category,
+        "priority": case.priority,
+        "linked_case_id": case.linked_case_id,
         "received_on": case.received_on.isoformat(),
         "acknowledged_on": case.acknowledged_on.isoformat() if case.acknowledged_on else None,
         "acknowledgement_due": case.acknowledgement_due.isoformat(),
@@ -265,16 +277,37 @@ def case_summary(case: Case, today: dt.date) -> dict[str, Any]:
 
 
 def list_cases(session: Session, principal: StaffPrincipal, today: dt.date) -> list[dict[str, Any]]:
-    cases = session.execute(readable_cases(principal).order_by(Case.received_on, Case.id)).scalars()
-    return [case_summary(c, today) for c in cases]
+    """The caller's cases, retaliation cases first; `declared` says which are open to them."""
+    declared = declarations.declared_cases(session, principal.user_id)
+    cases = session.execute(
+        readable_cases(principal).order_by(
+            (Case.priority == Priority.HIGH.value).desc(), Case.received_on, Case.id
+        )
+    ).scalars()
+    return [{**case_summary(c, today), "declared": c.id in declared} for c in cases]
 
 
 def read_case(
-    session: Session, principal: StaffPrincipal, case_id: str, today: dt.date
+    session: Session, settings: Settings, principal: StaffPrincipal, case_id: str, today: dt.date
 ) -> dict[str, Any]:
     """The report (never the identity), the thread, notes and outcome, and whether
-    they are all there as written; the read is audited."""
-    opened = open_case(session, principal, case_id)
+    they are all there as written; the read is audited.
+
+    Before the caller declared, 409 declaration_required with only what is
+    needed to judge a conflict (declarations.conflict_check), audited too.
+    """
+    opened = open_held_case(session, principal, case_id)
+    declared = declarations.find(session, settings, case_id, principal.user_id)
+    if declared is None or declared.conflict:
+        refused = declarations.DeclarationRequired(
+            "Declare whether you have a conflict of interest in this case before it opens: "
+            f"POST /api/v1/cases/{case_id}/declaration. Until then you see only what you need "
+            "to judge that."
+        ).audited(actor=principal.actor, action="case.conflict_check_read", case_id=case_id)
+        refused.body_extra = {
+            "case": declarations.conflict_check(session, opened.case, opened.key, today=today)
+        }
+        raise refused
     found = manifest.check(session, case_id, opened.key)
     reader = ContentReader(opened.key)
     notes = []
@@ -296,6 +329,16 @@ def read_case(
         "notes": notes,
         "outcome": outcome(session, case_id, reader),
         "files": reader.files(session, case_id),
+        "recusals": [
+            {
+                "user_id": entry.author_id,
+                "reason": payload["body"],
+                "written_on": entry.created_on.isoformat(),
+            }
+            for entry in entries(session, case_id, EntryKind.RECUSAL)
+            if (payload := reader.entry(entry)) is not None
+        ],
+        "risk": declared.risk,
     }
     audit.record(session, actor=principal.actor, action="case.read", case_id=case_id)
     answer["integrity"] = manifest.answer(
@@ -306,6 +349,7 @@ def read_case(
 
 def _write(
     session: Session,
+    settings: Settings,
     principal: StaffPrincipal,
     case_id: str,
     *,
@@ -314,7 +358,7 @@ def _write(
     today: dt.date,
     action: str,
 ) -> None:
-    opened = open_case(session, principal, case_id)
+    opened = open_case(session, settings, principal, case_id)
     add_entry(
         session,
         case_id=case_id,
@@ -334,10 +378,17 @@ def _write(
 
 
 def write_to_reporter(
-    session: Session, principal: StaffPrincipal, case_id: str, *, body: str, today: dt.date
+    session: Session,
+    settings: Settings,
+    principal: StaffPrincipal,
+    case_id: str,
+    *,
+    body: str,
+    today: dt.date,
 ) -> None:
     _write(
         session,
+        settings,
         principal,
         case_id,
         kind=EntryKind.HANDLER_MESSAGE,
@@ -348,11 +399,18 @@ def write_to_reporter(
 
 
 def add_note(
-    session: Session, principal: StaffPrincipal, case_id: str, *, body: str, today: dt.date
+    session: Session,
+    settings: Settings,
+    principal: StaffPrincipal,
+    case_id: str,
+    *,
+    body: str,
+    today: dt.date,
 ) -> None:
     """An internal note: sealed like all content, never shown to the reporter."""
     _write(
         session,
+        settings,
         principal,
         case_id,
         kind=EntryKind.NOTE,
@@ -364,6 +422,7 @@ def add_note(
 
 def change_status(
     session: Session,
+    settings: Settings,
     principal: StaffPrincipal,
     case_id: str,
     *,
@@ -372,7 +431,7 @@ def change_status(
     today: dt.date,
 ) -> dict[str, Any]:
     """Move a case one step along its lifecycle; concluding or closing needs an outcome."""
-    opened = open_case(session, principal, case_id)
+    opened = open_case(session, settings, principal, case_id)
     case = opened.case
     try:
         target = Status(status)

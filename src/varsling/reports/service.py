@@ -25,11 +25,10 @@ from varsling.accounts.service import (
     unit_chain,
     utcnow,
 )
-from varsling.cases import attachments, exclusions, manifest
+from varsling.cases import attachments, exclusions, keys, manifest
 from varsling.cases import service as cases
 from varsling.cases.models import (
     Case,
-    CaseKey,
     EntryKind,
     KeyPurpose,
     ReporterAccess,
@@ -177,33 +176,6 @@ def list_units(session: Session, *, verifying_key: bytes) -> list[UnitListing]:
 
 def _reporter_context(case_id: str) -> bytes:
     return crypto.context(_REPORTER_KEYS_CONTEXT, case_id)
-
-
-def _wrap_for(
-    session: Session,
-    verifying_key: bytes,
-    case_id: str,
-    user: User,
-    purpose: KeyPurpose,
-    key: bytes,
-    today: dt.date,
-) -> None:
-    # Routing has left out uncertified keys already; this is the last line.
-    if not key_certified(user, verifying_key):
-        raise crypto.CryptoError(f"refusing to wrap for the uncertified key of user {user.id}")
-    session.add(
-        CaseKey(
-            case_id=case_id,
-            user_id=user.id,
-            purpose=purpose.value,
-            wrapped_key=crypto.wrap_key(
-                key,
-                user.public_key,
-                info=crypto.wrap_info(case_id, purpose.value, f"user:{user.id}"),
-            ),
-            granted_on=today,
-        )
-    )
 
 
 @dataclass(frozen=True)
@@ -416,9 +388,9 @@ def submit_report(
     session.flush()
     exclusions.record_exclusions(session, settings, case_id, excluded_ids)
     for handler in routing.handlers:
-        _wrap_for(session, verifying_key, case_id, handler, KeyPurpose.CASE, case_key, today)
+        keys.wrap_for(session, verifying_key, case_id, handler, KeyPurpose.CASE, case_key, today)
     for custodian in routing.custodians:
-        _wrap_for(
+        keys.wrap_for(
             session, verifying_key, case_id, custodian, KeyPurpose.IDENTITY, identity_key, today
         )
     for user in routing.rejected:

@@ -179,6 +179,7 @@ def test_kept_receipts_are_cleared_after_a_day_and_marks_after_two(
         "first-form-submission",
         browser="b" * 43,
         case_code="1234 5678 9012 3456 7890",
+        receipt="a receipt",
         now=now,
     )
     db.commit()
@@ -414,6 +415,7 @@ def test_a_second_click_racing_the_first_waits_and_gets_the_same_code(
         "racing-form-submission",
         browser=browser,
         case_code="1111 2222 3333 4444 5555",
+        receipt="a receipt",
     )
     first.commit()
     first.close()

@@ -10,6 +10,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.orm import Session
 
 from tests.factories import login, make_unit, make_user, open_first_case, report, reporter_login
+from varsling import receipts
 from varsling.config import Settings
 
 
@@ -50,7 +51,7 @@ def test_marker_and_case_code_are_nowhere_in_the_database(
     unit = make_unit(db)
     make_user(db, settings, "hanne", units=(unit.id,))
     make_user(db, settings, "cora", roles=("custodian",), units=(unit.id,))
-    code = client.post(
+    submitted = client.post(
         "/api/v1/reports",
         json=report(
             unit.id,
@@ -58,7 +59,10 @@ def test_marker_and_case_code_are_nowhere_in_the_database(
             where=f"place {marker}",
             identity={"name": f"name {marker}", "contact": f"{marker}@example.org"},
         ),
-    ).json()["case_code"]
+    ).json()
+    code = submitted["case_code"]
+    # Nothing of the receipt is kept either: it would link a found receipt to its case.
+    receipt = receipts.parse(submitted["receipt"])
     reporter = reporter_login(client, code)
     client.post(
         "/api/v1/reporter/case/messages", json={"body": f"reply {marker}"}, headers=reporter
@@ -92,5 +96,8 @@ def test_marker_and_case_code_are_nowhere_in_the_database(
     tokens = [h["Authorization"].removeprefix("Bearer ") for h in (reporter, handler)]
     for needle in _needles(marker, digits, code, "correct horse battery staple", *tokens):
         assert needle not in haystack, needle
+    for value in (receipt.submission, receipt.signature):
+        for needle in (value, value.hex().encode(), value.hex().upper().encode()):
+            assert needle not in haystack, needle
     # The scan can see plaintext when there is some: unit names are stored in the clear.
     assert b"Sentralt" in haystack

@@ -28,11 +28,13 @@ user_app = typer.Typer(help="Staff accounts.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 keys_app = typer.Typer(help="The installation signing key.", no_args_is_help=True)
 sessions_app = typer.Typer(help="Staff and reporter sessions.", no_args_is_help=True)
+receipt_app = typer.Typer(help="Reporters' signed receipts.", no_args_is_help=True)
 app.add_typer(unit_app, name="unit")
 app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.add_typer(sessions_app, name="sessions")
+app.add_typer(receipt_app, name="receipt")
 
 
 def _installation(**options: Any) -> secrets_binding.Installation:
@@ -545,6 +547,49 @@ def keys_public() -> None:
         raise typer.Exit(2) from exc
     typer.echo(crypto.format_signing_public_key(public))
     typer.echo(f"Fingerprint: {crypto.key_fingerprint(public)}", err=True)
+
+
+@receipt_app.command("verify")
+def receipt_verify(
+    file: Annotated[Path, typer.Argument(help="The receipt, as copied or typed from the page.")],
+    public_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="File with the line `varsling keys public` printed: then no database, "
+            "no settings. Without it, the installation's own key."
+        ),
+    ] = None,
+) -> None:
+    """Check a reporter's signed receipt; prints the day it proves, never any content.
+
+    Exits 1 if it was changed (date, value or signature), was signed by another
+    key, or cannot be read.
+    """
+    # Imported here: with --public-key the check needs no settings and no database.
+    from varsling import receipts
+
+    public = _read_public_key(public_key) if public_key is not None else _receipt_key()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        typer.echo(f"INVALID: cannot read {file}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    try:
+        receipt = receipts.verify(text, public)
+    except receipts.ReceiptError as exc:
+        typer.echo(f"INVALID: {exc}.", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"valid: a report was received on {receipt.day.isoformat()}")
+    typer.echo(f"Signed by the key with fingerprint {receipt.fingerprint}")
+
+
+def _receipt_key() -> bytes:
+    settings = _settings()
+    public = _own_key(settings)
+    if public is None:
+        typer.echo("Error: no signing key configured; give --public-key FILE.", err=True)
+        raise typer.Exit(2)
+    return public
 
 
 @sessions_app.command("purge")

@@ -301,6 +301,24 @@ def test_the_receipt_prints_the_code_and_what_to_do_without_the_rest(
     assert "/en/follow-up" in page.locator(".print-only").inner_text()
     for hidden in (".quick-exit", ".language-switch", ".site-footer", ".actions", ".no-print"):
         assert not page.locator(hidden).first.is_visible(), hidden
+    # The signed receipt prints too, on a page of its own, to be kept apart from the code.
+    block = page.locator(".signed-receipt__block")
+    assert block.is_visible()
+    assert "BEGIN VARSLING RECEIPT" in block.inner_text()
+    assert page.locator(".signed-receipt").evaluate("e => getComputedStyle(e).breakBefore") == (
+        "page"
+    )
+
+
+def test_the_signed_receipt_wraps_instead_of_scrolling_on_a_narrow_screen(
+    page: Page, live_server: str, org: dict[str, int]
+) -> None:
+    page.set_viewport_size({"width": 320, "height": 640})
+    open_state(page, live_server, "en", "receipt", org)
+    block = page.locator(".signed-receipt__block")
+    assert block.evaluate("e => e.scrollWidth <= e.clientWidth")
+    # What is copied is the block as made: wrapping adds no line breaks.
+    assert len(block.inner_text().strip().splitlines()) == 7
 
 
 def test_the_print_button_appears_and_prints_where_javascript_runs(

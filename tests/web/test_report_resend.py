@@ -1,8 +1,11 @@
-"""The report form sent twice, custodians on the form, its limits and the just-sent notice."""
+"""The report form sent twice, custodians on the form, its limits, the just-sent notice and
+the signed receipt."""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import html
 import re
 import threading
 from collections.abc import Iterator
@@ -16,8 +19,9 @@ from sqlalchemy.orm import Session
 
 from tests.factories import make_unit, make_user
 from tests.web.test_report_pages import case_code, counts, form_token, full_report, open_form, send
+from varsling import receipts
 from varsling.app import create_app
-from varsling.cases.models import CaseKey
+from varsling.cases.models import Case, CaseKey
 from varsling.config import Settings
 from varsling.db import make_engine, make_sessionmaker
 from varsling.reports import service
@@ -179,6 +183,7 @@ def test_kept_receipts_are_cleared_after_a_day_and_marks_after_two(
         "first-form-submission",
         browser="b" * 43,
         case_code="1234 5678 9012 3456 7890",
+        receipt="a receipt",
         now=now,
     )
     db.commit()
@@ -414,6 +419,7 @@ def test_a_second_click_racing_the_first_waits_and_gets_the_same_code(
         "racing-form-submission",
         browser=browser,
         case_code="1111 2222 3333 4444 5555",
+        receipt="a receipt",
     )
     first.commit()
     first.close()
@@ -421,3 +427,103 @@ def test_a_second_click_racing_the_first_waits_and_gets_the_same_code(
 
     assert outcome == {"code": "1111 2222 3333 4444 5555"}
     engine.dispose()
+
+
+# --------------------------------------------------------------------------
+# The signed receipt on the receipt page
+
+HEADINGS = {
+    "nb": "Den signerte kvitteringen din",
+    "nn": "Den signerte kvitteringa di",
+    "en": "Your signed receipt",
+}
+EXPLANATIONS = {
+    "nb": "Denne kvitteringen viser at du har sendt et varsel",
+    "nn": "Denne kvitteringa viser at du har sendt eit varsel",
+    "en": "This receipt proves that you sent a report",
+}
+
+
+def signed_receipt(page: str) -> str:
+    block = re.search(r'<pre class="signed-receipt__block">(.*?)</pre>', page, re.S)
+    assert block is not None, "no signed receipt on the page"
+    return html.unescape(block.group(1))
+
+
+@pytest.mark.parametrize("language", sorted(HEADINGS))
+def test_the_receipt_page_shows_the_signed_receipt_in_every_language(
+    site: TestClient, db: Session, settings: Settings, org: dict[str, int], language: str
+) -> None:
+    page = send(
+        site, language, form_fields(open_form(site, org["county"], language), org["county"])
+    )
+
+    assert page.status_code == 200
+    assert f'<h2 id="signed-receipt-title">{HEADINGS[language]}</h2>' in page.text
+    assert EXPLANATIONS[language] in page.text
+    text = signed_receipt(page.text)
+    db.rollback()
+    case = db.scalars(select(Case)).one()
+    assert receipts.verify(text, settings.signing_public_key).day == case.received_on
+    digits = case_code(page.text).replace(" ", "")
+    for secret in (digits, case_code(page.text), case.id, "Kari Nordmann", "Styrelederen"):
+        assert secret not in text
+
+
+def test_a_double_click_shows_the_same_receipt_and_the_row_keeps_it_sealed(
+    site: TestClient, db: Session, org: dict[str, int]
+) -> None:
+    fields = form_fields(open_form(site, org["county"]), org["county"])
+
+    first = send(site, "en", fields)
+    second = send(site, "en", fields)
+
+    assert second.status_code == 200
+    assert counts(db)[0] == 1
+    assert signed_receipt(second.text) == signed_receipt(first.text)
+    db.rollback()
+    [spent] = db.scalars(select(SpentSubmission)).all()
+    assert spent.sealed_receipt is not None
+    parsed = receipts.parse(signed_receipt(first.text))
+    for part in (parsed.signature, parsed.submission, parsed.submission.hex().encode()):
+        assert part not in spent.sealed_receipt
+
+
+def test_the_page_receipt_binds_the_fields_the_identity_and_each_file(
+    site: TestClient, db: Session, org: dict[str, int]
+) -> None:
+    evidence = b"a screenshot's bytes " * 10_000  # several chunks
+    page = send(
+        site,
+        "nb",
+        form_fields(open_form(site, org["county"]), org["county"]),
+        files=[("files", ("bevis.png", evidence, "image/png"))],
+    )
+    assert page.status_code == 200
+    token = site.post("/api/v1/reporter/session", json={"case_code": case_code(page.text)})
+    db.rollback()
+    principal = service.reporter_principal(db, token.json()["token"])
+
+    canonical = receipts.canonical_submission(
+        unit_id=org["county"],
+        category="abuse_of_power",
+        report={
+            "description": "Styret stengte meg ute etter at jeg sa fra på årsmøtet.",
+            "when": "Høsten 2025",
+            "where": "Årsmøtet på Hotell Norge",
+            "involved": "Styrelederen",
+            "witnesses": "To andre medlemmer",
+            "reported_before": "Til lokallagsleder, i oktober",
+            "desired_outcome": "At det blir undersøkt",
+            "on_behalf_of_someone_else": True,
+            "wants_meeting": True,
+        },
+        identity={"name": "Kari Nordmann", "contact": "kari@example.org"},
+        files=[
+            receipts.FileDigest(
+                "bevis.png", "image/png", len(evidence), hashlib.sha256(evidence).digest()
+            )
+        ],
+    )
+    shown = receipts.parse(signed_receipt(page.text)).submission
+    assert shown == receipts.submission_value(principal.case_key, canonical)

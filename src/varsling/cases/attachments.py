@@ -8,6 +8,7 @@ stored, its sealed chunks wait in a spool that holds only ciphertext.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import re
 import struct
@@ -51,6 +52,8 @@ class SealedFile:
     size: int
     chunk_count: int
     spool: IO[bytes]
+    # SHA-256 of the plaintext, taken as it streamed in (for the reporter's receipt).
+    sha256: bytes = b""
 
     def chunks(self) -> Iterator[bytes]:
         self.spool.seek(0)
@@ -76,12 +79,14 @@ class FileSealer:
     _pending: bytearray = field(default_factory=bytearray)
     _index: int = 0
     _spool: IO[bytes] = field(default_factory=lambda: _new_spool())
+    _digest: Any = field(default_factory=hashlib.sha256)
 
     def write(self, data: bytes) -> None:
         self.size += len(data)
         if self.size > self.limit:
             self._spool.close()
             raise FileTooLarge
+        self._digest.update(data)
         self._pending += data
         # Keep the newest chunk back: only at the end is it known to be the last.
         while len(self._pending) > CHUNK_BYTES:
@@ -92,7 +97,13 @@ class FileSealer:
         self._seal(bytes(self._pending), last=True)
         self._pending.clear()
         return SealedFile(
-            self.id, self.name, self.content_type, self.size, self._index, self._spool
+            self.id,
+            self.name,
+            self.content_type,
+            self.size,
+            self._index,
+            self._spool,
+            self._digest.digest(),
         )
 
     def abort(self) -> None:

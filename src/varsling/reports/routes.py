@@ -56,6 +56,7 @@ def list_units(request: Request, session: DbSession) -> list[UnitOut]:
 
 @router.post("/reports", status_code=201, response_model=CaseCodeOut)
 def submit_report(body: ReportIn, request: Request, session: DbSession) -> CaseCodeOut:
+    """Store a report; answer its case code and a signed receipt (see the fields)."""
     submission = service.submit_report(
         session,
         _settings(request),
@@ -65,7 +66,7 @@ def submit_report(body: ReportIn, request: Request, session: DbSession) -> CaseC
         identity=body.identity.model_dump() if body.identity else None,
         excluded=body.excluded_recipients,
     )
-    return CaseCodeOut(case_code=submission.case_code)
+    return CaseCodeOut(case_code=submission.case_code, receipt=submission.receipt)
 
 
 @router.post("/reporter/session", response_model=TokenOut, responses={401: {}})

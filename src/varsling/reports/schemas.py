@@ -116,7 +116,16 @@ REPORT_FIELDS = (*REPORT_TEXT_FIELDS, *REPORT_FLAGS)
 
 
 class CaseCodeOut(BaseModel):
-    case_code: str
+    case_code: str = Field(
+        description="The only way back to the case: shown once, never stored. Keep it private."
+    )
+    receipt: str = Field(
+        description="A signed receipt, a short text block to keep apart from the case code: "
+        "it proves that this installation received a report on that day, without revealing "
+        "the content or the case. It holds the day, an HMAC-SHA256 of what was submitted "
+        "keyed from the case key, the signing key's fingerprint and an Ed25519 signature. "
+        "Check it offline with `varsling receipt verify FILE --public-key FILE`."
+    )
 
 
 class ReporterSessionIn(StrictModel):

@@ -16,7 +16,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from varsling import audit, crypto, throttle
+from varsling import audit, crypto, receipts, throttle
 from varsling.accounts.models import ReporterSession, Role, Unit, User
 from varsling.accounts.service import (
     key_certified,
@@ -193,13 +193,23 @@ class PreparedCase:
 class AlreadySent(Exception):
     """This very form was sent before (a reload or a second click).
 
-    `case_code` is the earlier receipt's code when the same browser sent it
-    less than RECEIPT_MINUTES ago; None for anyone else, or later.
+    `case_code` is the earlier receipt's code, and `receipt` its signed
+    receipt, when the same browser sent it less than RECEIPT_MINUTES ago;
+    None for anyone else, or later.
     """
 
-    def __init__(self, case_code: str | None = None) -> None:
+    def __init__(self, kept: KeptReceipt | None = None) -> None:
         super().__init__("already sent")
-        self.case_code = case_code
+        self.case_code = kept.case_code if kept is not None else None
+        self.receipt = kept.receipt if kept is not None else None
+
+
+@dataclass(frozen=True)
+class KeptReceipt:
+    """What the browser that sent a form sees again on a second click."""
+
+    case_code: str
+    receipt: str | None  # None only for a receipt kept before signed receipts existed
 
 
 def _submission_digest(settings: Settings, submission_id: str) -> bytes:
@@ -287,9 +297,11 @@ def keep_receipt(
     *,
     browser: str | None,
     case_code: str,
+    receipt: str,
     now: dt.datetime | None = None,
 ) -> None:
-    """Seal the case code for the browser that sent the form, for RECEIPT_MINUTES."""
+    """Seal the case code and the signed receipt for the browser that sent the form,
+    for RECEIPT_MINUTES."""
     if browser is None:
         return
     now = now or utcnow()
@@ -300,7 +312,7 @@ def keep_receipt(
     expires = int((now + dt.timedelta(minutes=RECEIPT_MINUTES)).timestamp())
     spent.sealed_receipt = crypto.seal(
         _receipt_key(settings, submission_id, browser),
-        _EXPIRY.pack(expires) + case_code.encode(),
+        _EXPIRY.pack(expires) + case_code.encode() + b"\n" + receipt.encode(),
         context=crypto.context(_RECEIPT_CONTEXT, digest),
     )
     session.flush()
@@ -312,7 +324,7 @@ def _open_receipt(
     submission_id: str,
     browser: str | None,
     now: dt.datetime,
-) -> str | None:
+) -> KeptReceipt | None:
     if browser is None or spent.sealed_receipt is None:
         return None
     try:
@@ -326,13 +338,15 @@ def _open_receipt(
     (expires,) = _EXPIRY.unpack(opened[: _EXPIRY.size])
     if expires <= now.timestamp():
         return None
-    return opened[_EXPIRY.size :].decode()
+    case_code, newline, receipt = opened[_EXPIRY.size :].decode().partition("\n")
+    return KeptReceipt(case_code, receipt if newline else None)
 
 
 @dataclass(frozen=True)
 class Submission:
     case_id: str
     case_code: str  # formatted; shown once, never stored
+    receipt: str  # the signed receipt (receipts.py); never stored either
 
 
 def submit_report(
@@ -356,6 +370,7 @@ def submit_report(
     """
     today = today or utcnow().date()
     prepared = prepared or PreparedCase.new()
+    files = list(files)
     code = crypto.new_case_code()
     params = settings.argon2
     code_secrets = crypto.derive_case_code(
@@ -482,7 +497,47 @@ def submit_report(
             **manifest_tag,
         },
     )
-    return Submission(case_id, crypto.format_case_code(code))
+    receipt = _receipt(
+        settings,
+        case_key=case_key,
+        today=today,
+        unit_id=unit_id,
+        category=category,
+        report=report,
+        identity=identity,
+        files=files,
+    )
+    return Submission(case_id, crypto.format_case_code(code), receipt)
+
+
+def _receipt(
+    settings: Settings,
+    *,
+    case_key: bytes,
+    today: dt.date,
+    unit_id: int,
+    category: str,
+    report: dict[str, Any],
+    identity: dict[str, Any] | None,
+    files: list[attachments.SealedFile],
+) -> str:
+    """The reporter's signed receipt over what they submitted and the day.
+
+    Nothing of it is stored: the value it signs is keyed with the case key,
+    so it cannot be matched to the case without that key.
+    """
+    canonical = receipts.canonical_submission(
+        unit_id=unit_id,
+        category=category,
+        report=report,
+        identity=identity,
+        files=[receipts.FileDigest(f.name, f.content_type, f.size, f.sha256) for f in files],
+    )
+    return receipts.make_receipt(
+        settings.signing_seed,
+        day=today,
+        submission=receipts.submission_value(case_key, canonical),
+    )
 
 
 # --------------------------------------------------------------------------

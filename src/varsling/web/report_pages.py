@@ -862,7 +862,7 @@ async def _check_and_store(
             if reloaded is not None:
                 choices = reloaded
     if submission is not None:
-        return _render_receipt(request, language, submission.case_code)
+        return _render_receipt(request, language, submission.case_code, submission.receipt)
 
     chosen = [sealed.name for sealed in form.files]
     if chosen:
@@ -898,7 +898,7 @@ def _check_unspent(
 def _already_sent(request: Request, language: Language, sent: AlreadySent) -> HTMLResponse:
     if sent.case_code is not None:
         # The same browser sent this very form moments ago: the same receipt.
-        return _render_receipt(request, language, sent.case_code)
+        return _render_receipt(request, language, sent.case_code, sent.receipt)
     # A reload long after, or another browser: the report is stored once.
     return render_page(request, language, "report_already_sent.html", status_code=409)
 
@@ -955,6 +955,7 @@ def _submit(
         submission_id,
         browser=browser,
         case_code=submission.case_code,
+        receipt=submission.receipt,
         now=now,
     )
     return submission
@@ -968,13 +969,16 @@ def _public_url(request: Request, path: str) -> str:
     return base + path
 
 
-def _render_receipt(request: Request, language: Language, case_code: str) -> HTMLResponse:
+def _render_receipt(
+    request: Request, language: Language, case_code: str, receipt: str | None
+) -> HTMLResponse:
     response = render_page(
         request,
         language,
         "receipt.html",
         {
             "code_groups": case_code.split(" "),
+            "signed_receipt": receipt,
             "follow_up_url": _public_url(request, f"/{language}/follow-up"),
         },
     )

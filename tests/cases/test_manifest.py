@@ -317,7 +317,11 @@ def test_a_case_from_before_manifests_is_protected_from_its_next_write(
 
 
 def test_concurrent_writers_both_land_in_the_manifest(
-    client: TestClient, world: World, engine: Engine, monkeypatch: pytest.MonkeyPatch
+    client: TestClient,
+    world: World,
+    engine: Engine,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if engine.dialect.name != "postgresql":
         pytest.skip("SQLite takes its write lock at BEGIN: writers never interleave")
@@ -338,7 +342,7 @@ def test_concurrent_writers_both_land_in_the_manifest(
         with maker.begin() as session:
             principal = staff_principal(session, token)
             cases.write_to_reporter(
-                session, principal, world["case_id"], body=body, today=dt.date.today()
+                session, settings, principal, world["case_id"], body=body, today=dt.date.today()
             )
 
     with ThreadPoolExecutor(max_workers=2) as pool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -9,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import BrowserContext, Page
-from sqlalchemy import delete
+from sqlalchemy import delete, insert, update
 
 from tests.browser.conftest import BROWSER_PASSWORD, takes_focus, watch
-from varsling.cases.models import CaseEntry
+from varsling.cases.models import Case, CaseEntry, CheckIn
 from varsling.config import Settings
 from varsling.db import make_engine
 from varsling.errors import NotFound
@@ -419,3 +420,77 @@ def test_the_tampering_notice_is_clear_and_has_no_axe_violations(
     )
     violations = axe_violations(page)
     assert violations == [], describe(violations)
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_reprisal_states_have_no_axe_violations_and_work_without_javascript(
+    axe_context: BrowserContext,
+    nojs_context: BrowserContext,
+    live_server: str,
+    org: dict[str, int],
+    browser_settings: Settings,
+    axe_violations: AxeViolations,
+    describe: Callable[[list[dict[str, Any]]], str],
+    language: str,
+) -> None:
+    """An unanswered case past its deadline, an open check-in and a linked retaliation case."""
+    case = create_case(live_server, org["vestland"], "hanne")
+    reporter = reporter_headers(live_server, case.code)
+    opened = httpx.post(
+        f"{live_server}/api/v1/reporter/case/retaliation",
+        json={"body": "Jeg ble tatt av lista etter at jeg varslet."},
+        headers=reporter,
+    )
+    assert opened.status_code == 201, opened.text
+    engine = make_engine(browser_settings.database_url, immediate=False)
+    with engine.begin() as connection:
+        connection.execute(
+            update(Case)
+            .where(Case.id == case.case_id)
+            .values(acknowledgement_due=dt.date.today() - dt.timedelta(days=1))
+        )
+        connection.execute(
+            insert(CheckIn).values(case_id=case.case_id, round=1, sent_on=dt.date.today())
+        )
+    engine.dispose()
+    found: dict[str, str] = {}
+
+    for context in (axe_context, nojs_context):
+        page = context.new_page()
+
+        def check(state: str, page: Page = page, context: BrowserContext = context) -> None:
+            assert page.locator("html").get_attribute("lang") == language
+            if context is axe_context:
+                violations = axe_violations(page)
+                if violations:
+                    found[state] = describe(violations)
+
+        log_in(page, live_server, language, case.code)
+        page.wait_for_url(f"{live_server}/{language}/case")
+        assert page.locator("#send-up").is_visible()
+        assert page.locator("#checkins form").count() == 1
+        assert page.locator(".case-linked a").count() == 1
+        check("case page with send-up offer, check-in and linked case")
+
+        page.locator("#checkins button[type=submit]").click()
+        page.wait_for_selector(".error-summary")
+        check("check-in, no answer chosen")
+
+        page.locator(".case-linked a").first.click()
+        page.wait_for_selector("#reply")
+        assert "Jeg ble tatt av lista" in page.locator("#report").inner_text()
+        check("linked case page")
+        if context is axe_context:
+            continue
+        # Without JavaScript: send it up, then answer the question.
+        page.goto(f"{live_server}/{language}/case")
+        page.locator("#send-up button[type=submit]").click()
+        page.wait_for_url(f"{live_server}/{language}/case?sent=sent-up")
+        assert page.locator("#send-up").count() == 0
+        page.locator("#checkins input[value=no]").check()
+        page.locator("#checkins button[type=submit]").click()
+        page.wait_for_url(f"{live_server}/{language}/case?sent=checkin")
+        assert page.locator("#checkins").count() == 0
+        page.close()
+
+    assert found == {}, "\n".join(f"{state}:\n{text}" for state, text in found.items())

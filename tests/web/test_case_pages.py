@@ -382,7 +382,9 @@ def test_the_reporter_downloads_their_own_file_as_an_opaque_attachment(
     assert "Fant ikke filen" in missing.text
 
 
-def test_retaliation_is_filed_as_a_marked_message(client: TestClient, case: Case) -> None:
+def test_retaliation_opens_a_linked_case_the_reporter_follows_on_their_page(
+    client: TestClient, case: Case, db: Session
+) -> None:
     logged_in(client, case.code)
     page = client.get("/nb/case/retaliation")
     assert page.status_code == 200
@@ -391,17 +393,98 @@ def test_retaliation_is_filed_as_a_marked_message(client: TestClient, case: Case
         client,
         "/case/retaliation",
         body="Jeg ble tatt av lista etter at jeg varslet.",
+        files=[("skjermbilde.png", b"png bytes")],
         token=form_token(page.text),
     )
     assert response.status_code == 303
     assert response.headers["location"] == "/nb/case?sent=retaliation"
-    [message] = handler_view(client, case)["messages"]
-    assert message["retaliation"] is True
-    assert message["body"] == "Jeg ble tatt av lista etter at jeg varslet."
-    case_page = client.get("/nb/case").text
-    assert "case-message--retaliation" in case_page
-    assert "Melding om gjengjeldelse" in case_page
+    # Not a message on the first case: a case of its own, linked to it.
+    assert handler_view(client, case)["messages"] == []
+    db.commit()
+    [linked] = db.scalars(select(CaseRow).where(CaseRow.linked_case_id == case.case_id))
+    assert linked.category == "retaliation"
+    assert linked.priority == "high"
+    case_page = client.get("/nb/case?sent=retaliation").text
+    assert "Dine meldinger om gjengjeldelse" in case_page
+    match = re.search(r'href="(/nb/case/linked/[0-9a-f]{16})"', case_page)
+    assert match is not None
+    assert linked.id not in case_page
+    linked_page = client.get(match.group(1))
+    assert linked_page.status_code == 200
+    assert "Jeg ble tatt av lista etter at jeg varslet." in linked_page.text
+    assert "skjermbilde.png" in linked_page.text
+    file_link = re.search(
+        r'href="(/nb/case/linked/[0-9a-f]{16}/files/[0-9a-f]{32})"', linked_page.text
+    )
+    assert file_link is not None
+    assert client.get(file_link.group(1)).content == b"png bytes"
+    reply = send(client, match.group(1).removeprefix("/nb") + "/messages", body="Mer om det.")
+    assert reply.status_code == 303
+    assert reply.headers["location"] == match.group(1) + "?sent=message"
+    assert "Mer om det." in client.get(match.group(1)).text
+    assert client.get("/nb/case/linked/" + "0" * 16).status_code == 404
     assert "Gjengjelding" in client.get("/nn/case/retaliation").text
+
+
+def test_the_case_page_offers_to_send_an_unanswered_case_up(
+    client: TestClient, db: Session, settings: Settings
+) -> None:
+    national = make_unit(db, "Sentralt")
+    county = make_unit(db, "Vestland", parent_id=national.id, kind="county")
+    make_user(db, settings, "nina", units=(national.id,))
+    make_user(db, settings, "hanne", units=(county.id,))
+    code = client.post("/api/v1/reports", json=report(county.id)).json()["case_code"]
+    page = logged_in(client, code, "en")
+    assert "Send the case to the level above" not in page
+    db.execute(update(CaseRow).values(acknowledgement_due=dt.date.today() - dt.timedelta(days=1)))
+    db.commit()
+    page = client.get("/en/case").text
+    assert "Send the case to the level above" in page
+
+    response = client.post(
+        "/en/case/send-up", data={CSRF_FIELD: form_token(page)}, follow_redirects=False
+    )
+
+    assert response.status_code == 303
+    assert response.headers["location"] == "/en/case?sent=sent-up"
+    page = client.get("/en/case?sent=sent-up").text
+    assert "sent to the case handlers at the level above" in page
+    assert "Send the case to the level above" not in page
+    refused = client.post("/en/case/send-up", data={CSRF_FIELD: form_token(page)})
+    assert refused.status_code == 409
+    assert "could not be sent to the level above" in refused.text
+
+
+def test_a_check_in_question_is_answered_on_the_case_page(
+    client: TestClient, case: Case, db: Session
+) -> None:
+    from varsling.cases.models import CheckIn
+
+    db.add(CheckIn(case_id=case.case_id, round=1, sent_on=dt.date.today()))
+    db.commit()
+    page = logged_in(client, case.code, "nn")
+    assert "Eit spørsmål til deg" in page
+    action = re.search(r'action="(/nn/case/checkins/\d+)"', page)
+    assert action is not None
+    unanswered = client.post(action.group(1), data={CSRF_FIELD: form_token(page)})
+    assert unanswered.status_code == 422
+    assert 'href="#checkin-' in unanswered.text
+
+    response = client.post(
+        action.group(1),
+        data={CSRF_FIELD: form_token(page), "answer": "yes", "details": "Eg vart fryst ut."},
+        follow_redirects=False,
+    )
+
+    assert response.status_code == 303
+    assert response.headers["location"] == "/nn/case?sent=checkin-yes"
+    page = client.get("/nn/case?sent=checkin-yes").text
+    assert "Eit spørsmål til deg" not in page
+    assert "/nn/case/linked/" in page
+    answers = handler_view(client, case)["checkin_answers"]
+    assert [(a["negative_consequences"], a["details"]) for a in answers] == [
+        (True, "Eg vart fryst ut.")
+    ]
 
 
 def test_an_empty_reply_is_refused_and_nothing_is_stored(
@@ -632,7 +715,7 @@ def test_retaliation_is_described_as_what_it_is(client: TestClient, case: Case) 
     logged_in(client, case.code, "en")
     page = client.get("/en/case/retaliation").text
     assert "see it at once" not in page
-    assert "when they open your case" in page
+    assert "on your case page with the same case code" in page
     start = client.get("/en/").text
     assert "new case with high priority" not in start
     assert "If so, you are told" not in start

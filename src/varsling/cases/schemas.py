@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, StrictBool, StringConstraints, model_validator
+from pydantic import BaseModel, Field, StrictBool, StringConstraints, model_validator
 
 from varsling.cases.models import Risk, Status
 from varsling.reports.schemas import (
@@ -30,6 +30,10 @@ class CaseSummaryOut(BaseModel):
     acknowledgement_due: str
     feedback_due: str
     overdue: list[str]
+    escalated_on: str | None = Field(
+        description="The day the reporter sent the unacknowledged case to the level above "
+        "(handling_unit_id is then that unit)."
+    )
 
 
 class CaseListItemOut(CaseSummaryOut):
@@ -52,6 +56,14 @@ class RecusalOut(BaseModel):
     written_on: str
 
 
+class CheckInAnswerOut(BaseModel):
+    round: int
+    sent_on: str | None
+    answered_on: str
+    negative_consequences: bool
+    details: str | None
+
+
 class CaseOut(CaseSummaryOut):
     report: dict[str, object] | None
     has_identity: bool
@@ -61,6 +73,10 @@ class CaseOut(CaseSummaryOut):
     files: list[FileOut]
     recusals: list[RecusalOut]
     risk: str | None
+    retaliation_cases: list[str] = Field(
+        description="Ids of the retaliation cases the reporter opened on this case."
+    )
+    checkin_answers: list[CheckInAnswerOut]
     integrity: IntegrityOut
 
 

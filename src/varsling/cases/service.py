@@ -20,6 +20,7 @@ from varsling.cases.models import (
     Case,
     CaseEntry,
     CaseKey,
+    CheckIn,
     EntryKind,
     KeyPurpose,
     Priority,
@@ -196,6 +197,41 @@ def outcome(session: Session, case_id: str, reader: ContentReader) -> str | None
     return None
 
 
+def checkin_answers(session: Session, case_id: str, reader: ContentReader) -> list[dict[str, Any]]:
+    """The reporter's answers to the check-ins after the case was concluded."""
+    sent = {
+        c.id: c
+        for c in session.execute(select(CheckIn).where(CheckIn.case_id == case_id)).scalars()
+    }
+    out = []
+    for entry in entries(session, case_id, EntryKind.CHECKIN_ANSWER):
+        payload = reader.entry(entry)
+        if payload is None:
+            continue
+        checkin = sent.get(payload.get("checkin_id", -1))
+        out.append(
+            {
+                "round": payload["round"],
+                "sent_on": checkin.sent_on.isoformat() if checkin else None,
+                "answered_on": entry.created_on.isoformat(),
+                "negative_consequences": bool(payload["negative_consequences"]),
+                "details": payload.get("details"),
+            }
+        )
+    return out
+
+
+def retaliation_cases(session: Session, case_id: str) -> list[str]:
+    """The ids of the retaliation cases the reporter opened on this case."""
+    return list(
+        session.execute(
+            select(Case.id)
+            .where(Case.linked_case_id == case_id)
+            .order_by(Case.received_on, Case.id)
+        ).scalars()
+    )
+
+
 def first_entry(
     session: Session, case_id: str, kind: EntryKind, reader: ContentReader
 ) -> dict[str, Any] | None:
@@ -273,6 +309,7 @@ def case_summary(case: Case, today: dt.date) -> dict[str, Any]:
         "acknowledgement_due": case.acknowledgement_due.isoformat(),
         "feedback_due": case.feedback_due.isoformat(),
         "overdue": overdue(case, today),
+        "escalated_on": case.escalated_on.isoformat() if case.escalated_on else None,
     }
 
 
@@ -339,6 +376,8 @@ def read_case(
             if (payload := reader.entry(entry)) is not None
         ],
         "risk": declared.risk,
+        "retaliation_cases": retaliation_cases(session, case_id),
+        "checkin_answers": checkin_answers(session, case_id, reader),
     }
     audit.record(session, actor=principal.actor, action="case.read", case_id=case_id)
     answer["integrity"] = manifest.answer(
@@ -463,7 +502,11 @@ def change_status(
     case.status = target.value
     if target == Status.ACKNOWLEDGED:
         case.acknowledged_on = today
-        case.feedback_due = feedback_due(case.received_on, today)
+        case.feedback_due = (
+            add_months(today, settings.retaliation_feedback_months)
+            if case.priority == Priority.HIGH.value
+            else feedback_due(case.received_on, today)
+        )
     elif target == Status.CONCLUDED:
         case.concluded_on = today
     elif target == Status.CLOSED:

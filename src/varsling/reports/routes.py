@@ -3,30 +3,37 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
 from varsling import audit
-from varsling.authz import Reporter, Token
+from varsling.authz import AppSettings, Reporter, Token
 from varsling.cases import attachments
 from varsling.cases.routes import download_response
 from varsling.config import Settings
 from varsling.db import DbSession, in_transaction
 from varsling.errors import InvalidInput, NotFound, PayloadTooLarge, error_body
-from varsling.reports import service
+from varsling.reports import reprisal, service
 from varsling.reports.schemas import (
     REPORT_FIELDS,
     CaseCodeOut,
+    CheckInAnswerIn,
+    CheckInAnswerOut,
     ReporterCaseOut,
     ReporterMessageIn,
     ReporterSessionIn,
     ReportIn,
+    RetaliationIn,
+    RetaliationOut,
+    SendUpOut,
     TokenOut,
     UnitOut,
 )
+from varsling.reports.service import ReporterPrincipal
 from varsling.reports.uploads import read_multipart
 
 router = APIRouter(prefix="/api/v1", tags=["reporter"])
@@ -83,9 +90,142 @@ async def reporter_login(body: ReporterSessionIn, request: Request) -> TokenOut 
     return TokenOut(token=token)
 
 
+CheckInId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
 @router.get("/reporter/case", response_model=ReporterCaseOut)
-def reporter_case(principal: Reporter, session: DbSession) -> dict[str, object]:
-    return service.reporter_case(session, principal)
+def reporter_case(
+    principal: Reporter, session: DbSession, settings: AppSettings
+) -> dict[str, object]:
+    return reprisal.reporter_view(session, settings, principal)
+
+
+@router.post(
+    "/reporter/case/retaliation",
+    status_code=201,
+    response_model=RetaliationOut,
+    responses={401: {"description": "login_again: a session from before linked cases"}},
+)
+def report_retaliation(
+    body: RetaliationIn, principal: Reporter, session: DbSession, settings: AppSettings
+) -> dict[str, object]:
+    """Report retaliation: opens a linked, high-priority case for the same handlers and
+    the level above, followed with the same case code. Also from long after closing."""
+    opened = reprisal.open_retaliation_case(session, settings, principal, body=body.body)
+    return {"status": "opened", "reference": opened.reference}
+
+
+def _send_up(
+    session: DbSession, settings: AppSettings, principal: ReporterPrincipal
+) -> dict[str, str]:
+    reprisal.send_up(session, settings, principal)
+    return {"status": "sent_up"}
+
+
+def _answer(
+    session: DbSession,
+    settings: AppSettings,
+    principal: ReporterPrincipal,
+    checkin_id: int,
+    body: CheckInAnswerIn,
+) -> dict[str, object]:
+    opened = reprisal.answer_checkin(
+        session,
+        settings,
+        principal,
+        checkin_id,
+        negative_consequences=body.negative_consequences,
+        details=body.details or None,
+    )
+    return {"status": "answered", "retaliation_reference": opened.reference if opened else None}
+
+
+_SEND_UP_ERRORS: dict[int | str, dict[str, object]] = {
+    409: {
+        "description": "acknowledgement_not_yet_due, already_acknowledged, recently_sent_up "
+        "or no_level_above"
+    }
+}
+
+
+@router.post(
+    "/reporter/case/escalate", status_code=201, response_model=SendUpOut, responses=_SEND_UP_ERRORS
+)
+def send_up(principal: Reporter, session: DbSession, settings: AppSettings) -> dict[str, str]:
+    """Send the unacknowledged case to the handlers of the level above (after its deadline)."""
+    return _send_up(session, settings, principal)
+
+
+@router.post(
+    "/reporter/case/checkins/{checkin_id}",
+    status_code=201,
+    response_model=CheckInAnswerOut,
+    responses={409: {"description": "already_answered"}},
+)
+def answer_checkin(
+    checkin_id: CheckInId,
+    body: CheckInAnswerIn,
+    principal: Reporter,
+    session: DbSession,
+    settings: AppSettings,
+) -> dict[str, object]:
+    """Answer a check-in; a yes opens a retaliation case (details as its text)."""
+    return _answer(session, settings, principal, checkin_id, body)
+
+
+@router.get("/reporter/cases/{reference}", response_model=ReporterCaseOut)
+def linked_case(
+    reference: str, principal: Reporter, session: DbSession, settings: AppSettings
+) -> dict[str, object]:
+    """One of the reporter's linked cases (404 for anything else)."""
+    linked = reprisal.linked_principal(session, principal, reference)
+    return reprisal.reporter_view(session, settings, linked)
+
+
+@router.post("/reporter/cases/{reference}/messages", status_code=201)
+def linked_case_message(
+    reference: str, body: ReporterMessageIn, principal: Reporter, session: DbSession
+) -> dict[str, str]:
+    linked = reprisal.linked_principal(session, principal, reference)
+    service.add_reporter_message(session, linked, body=body.body, retaliation=body.retaliation)
+    return {"status": "sent"}
+
+
+@router.post(
+    "/reporter/cases/{reference}/escalate",
+    status_code=201,
+    response_model=SendUpOut,
+    responses=_SEND_UP_ERRORS,
+)
+def linked_case_send_up(
+    reference: str, principal: Reporter, session: DbSession, settings: AppSettings
+) -> dict[str, str]:
+    return _send_up(session, settings, reprisal.linked_principal(session, principal, reference))
+
+
+@router.post(
+    "/reporter/cases/{reference}/checkins/{checkin_id}",
+    status_code=201,
+    response_model=CheckInAnswerOut,
+)
+def linked_case_checkin(
+    reference: str,
+    checkin_id: CheckInId,
+    body: CheckInAnswerIn,
+    principal: Reporter,
+    session: DbSession,
+    settings: AppSettings,
+) -> dict[str, object]:
+    linked = reprisal.linked_principal(session, principal, reference)
+    return _answer(session, settings, linked, checkin_id, body)
+
+
+@router.get("/reporter/cases/{reference}/files/{file_id}", response_class=StreamingResponse)
+def linked_case_download(
+    reference: str, file_id: str, principal: Reporter, session: DbSession, request: Request
+) -> StreamingResponse:
+    linked = reprisal.linked_principal(session, principal, reference)
+    return _download(session, request, linked, file_id)
 
 
 @router.post("/reporter/case/files", status_code=201)
@@ -128,6 +268,12 @@ async def reporter_files(token: Token, request: Request) -> dict[str, object]:
 @router.get("/reporter/case/files/{file_id}", response_class=StreamingResponse)
 def reporter_download(
     file_id: str, principal: Reporter, session: DbSession, request: Request
+) -> StreamingResponse:
+    return _download(session, request, principal, file_id)
+
+
+def _download(
+    session: Session, request: Request, principal: ReporterPrincipal, file_id: str
 ) -> StreamingResponse:
     attachment = attachments.find(session, principal.case_id, file_id)
     if attachment is None:

@@ -171,8 +171,31 @@ class IntegrityOut(BaseModel):
     )
 
 
+class LinkedCaseOut(BaseModel):
+    """A case the reporter opened from this one (a retaliation case)."""
+
+    reference: str = Field(
+        description="The reporter's own name for the case: GET /api/v1/reporter/cases/{reference}."
+    )
+    category: str
+    status: str
+    received_on: str
+    acknowledgement_due: str
+    feedback_due: str
+
+
+class CheckInOut(BaseModel):
+    """A question after the case was concluded: any negative consequences since?"""
+
+    id: int
+    round: int = Field(description="Months after the case was concluded.")
+    sent_on: str
+    answered_on: str | None
+
+
 class ReporterCaseOut(BaseModel):
     status: str
+    category: str
     received_on: str
     acknowledgement_due: str
     feedback_due: str
@@ -181,3 +204,39 @@ class ReporterCaseOut(BaseModel):
     outcome: str | None
     files: list[FileOut]
     integrity: IntegrityOut
+    linked_cases: list[LinkedCaseOut] = Field(
+        description="Retaliation cases opened from this case (empty when reading a linked case)."
+    )
+    checkins: list[CheckInOut]
+    can_send_up: bool = Field(
+        description="Whether the case may be sent to the level above now: the acknowledgement "
+        "deadline has passed unacknowledged and a unit above has handlers who can receive it."
+    )
+    sent_up_on: str | None
+
+
+class RetaliationIn(StrictModel):
+    body: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=LONG_TEXT_CHARS)
+    ]
+
+
+class RetaliationOut(BaseModel):
+    status: Literal["opened"]
+    reference: str = Field(description="The new case's reference among the reporter's cases.")
+
+
+class CheckInAnswerIn(StrictModel):
+    negative_consequences: StrictBool
+    details: LongText | None = None
+
+
+class CheckInAnswerOut(BaseModel):
+    status: Literal["answered"]
+    retaliation_reference: str | None = Field(
+        description="The retaliation case a yes opened, among the reporter's cases."
+    )
+
+
+class SendUpOut(BaseModel):
+    status: Literal["sent_up"]

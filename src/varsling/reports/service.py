@@ -41,6 +41,9 @@ from varsling.reports.models import SpentSubmission
 
 _REPORTER_KEYS_CONTEXT = "varsling/reporter-keys"
 _REPORTER_SESSION_CONTEXT = "varsling/reporter-session"
+# The reporter-only key that opens the cases they opened from their first one
+# (reports/reprisal.py): derived from the case-code key, so only the code opens it.
+LINK_KEY_LABEL = "varsling/reporter-link/key"
 _RECEIPT_CONTEXT = "varsling/report-receipt"
 # How long the browser that sent a report can see its receipt again (a double click).
 RECEIPT_MINUTES = 10
@@ -589,7 +592,7 @@ def open_reporter_session(
     access, code_key = found
     keys = crypto.open_sealed(
         code_key, access.sealed_keys, context=_reporter_context(access.case_id)
-    )
+    ) + crypto.hkdf(code_key, label=LINK_KEY_LABEL)
     token = token or crypto.new_token()
     token_secrets = crypto.derive_token(token, channel)
     now = utcnow()
@@ -652,6 +655,11 @@ class ReporterPrincipal:
     case_id: str
     case_key: bytes
     identity_key: bytes
+    # Opens the reporter's linked cases (reports/reprisal.py); None for a session
+    # opened before link keys existed: such a reporter must log in again.
+    link_key: bytes | None = None
+    # Set when this principal acts on a linked case: the case the code opens.
+    first_case_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -685,7 +693,10 @@ def reporter_session(session: Session, token: str, channel: str = "api") -> Live
     if expires_at <= utcnow():
         raise Unauthenticated("The session has expired or does not exist; log in again.")
     keys = opened[_EXPIRY.size :]
-    principal = ReporterPrincipal(found.case_id, keys[: crypto.KEY_BYTES], keys[crypto.KEY_BYTES :])
+    k = crypto.KEY_BYTES
+    principal = ReporterPrincipal(
+        found.case_id, keys[:k], keys[k : 2 * k], link_key=keys[2 * k : 3 * k] or None
+    )
     return LiveReporterSession(principal, expires_at)
 
 

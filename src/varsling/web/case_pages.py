@@ -29,8 +29,8 @@ from varsling.cases import attachments
 from varsling.cases.routes import download_response
 from varsling.config import Settings
 from varsling.db import DbSession, in_transaction
-from varsling.errors import NotFound, TooManyAttempts, Unauthenticated, VarslingError
-from varsling.reports import service
+from varsling.errors import Conflict, NotFound, TooManyAttempts, Unauthenticated, VarslingError
+from varsling.reports import reprisal, service
 from varsling.reports.service import ReporterPrincipal
 from varsling.reports.uploads import FileProblem, ParsedForm, read_multipart
 from varsling.web.i18n import N_, Language
@@ -58,7 +58,10 @@ FILES_INPUT: Final = "message-files"
 MAX_MESSAGE_CHARS: Final = 20_000
 
 Notice = Literal["ended", "logged-out"]
-Sent = Literal["message", "files", "retaliation"]
+Sent = Literal["message", "files", "retaliation", "sent-up", "checkin", "checkin-yes"]
+SENT: Final = ("message", "files", "retaliation", "sent-up", "checkin", "checkin-yes")
+ANSWER_FIELD: Final = "answer"
+DETAILS_FIELD: Final = "details"
 
 
 @dataclass(frozen=True)
@@ -294,6 +297,9 @@ def _render_case(
     sent: str | None = None,
     draft: MessageDraft | None = None,
     status_code: int = 200,
+    reference: str | None = None,
+    send_up_refused: bool = False,
+    checkin_draft: CheckInDraft | None = None,
 ) -> HTMLResponse:
     draft = draft or MessageDraft()
     _keep_cookie_for(request, login)
@@ -301,9 +307,13 @@ def _render_case(
     return render_page(
         request,
         language,
-        "case.html",
+        "case_linked.html" if reference else "case.html",
         {
             "case": case,
+            "reference": reference,
+            "base": _case_path(language, reference),
+            "send_up_refused": send_up_refused,
+            "checkin_draft": checkin_draft,
             "report": case["report"],
             "sent": sent,
             "body": draft.body,
@@ -323,6 +333,58 @@ def _render_case_gone(request: Request, language: Language) -> HTMLResponse:
     return render_page(request, language, "case_gone.html", status_code=404)
 
 
+@dataclass(frozen=True)
+class CheckInDraft:
+    """An unsent answer to a check-in question, shown back with its error."""
+
+    checkin_id: int
+    details: str = ""
+
+
+def _case_path(language: Language, reference: str | None) -> str:
+    """The page of the first case, or of one of its linked cases."""
+    return f"/{language}/case" + (f"/linked/{reference}" if reference else "")
+
+
+def _target(session: Session, login: CaseLogin, reference: str | None) -> ReporterPrincipal:
+    """The reporter acting on their first case or on a linked one (404 for others)."""
+    if reference is None:
+        return login.principal
+    return reprisal.linked_principal(session, login.principal, reference)
+
+
+def _view(
+    session: Session, settings: Settings, login: CaseLogin, reference: str | None
+) -> dict[str, Any]:
+    return reprisal.reporter_view(session, settings, _target(session, login, reference))
+
+
+def _show_case(
+    request: Request,
+    language: PageLanguage,
+    session: Session,
+    sent: str | None,
+    reference: str | None,
+) -> Response:
+    login = find_login(session, session_value(request))
+    if login is None:
+        return _to_follow_up(language)
+    try:
+        case = _view(session, _settings(request), login, reference)
+    except NotFound:
+        return _render_case_gone(request, language)
+    except Unauthenticated:  # a session from before linked cases
+        return _to_follow_up(language)
+    return _render_case(
+        request,
+        language,
+        login,
+        case,
+        sent=sent if sent in SENT else None,
+        reference=reference,
+    )
+
+
 @router.get("/{lang:lang}/case", response_class=HTMLResponse)
 def case_page(
     request: Request,
@@ -330,32 +392,51 @@ def case_page(
     session: DbSession,
     sent: str | None = None,
 ) -> Response:
-    login = find_login(session, session_value(request))
-    if login is None:
-        return _to_follow_up(language)
+    return _show_case(request, language, session, sent, None)
+
+
+@router.get("/{lang:lang}/case/linked/{reference}", response_class=HTMLResponse)
+def linked_case_page(
+    request: Request,
+    language: PageLanguage,
+    reference: str,
+    session: DbSession,
+    sent: str | None = None,
+) -> Response:
+    """A case the reporter opened from their first one (a retaliation case)."""
+    return _show_case(request, language, session, sent, reference)
+
+
+async def _rerender_case(
+    request: Request,
+    language: Language,
+    login: CaseLogin,
+    draft: MessageDraft,
+    status_code: int,
+    reference: str | None = None,
+    *,
+    send_up_refused: bool = False,
+    checkin_draft: CheckInDraft | None = None,
+) -> Response:
     try:
-        case = service.reporter_case(session, login.principal)
+        case = await run_in_threadpool(
+            in_transaction, _maker(request), _view, _settings(request), login, reference
+        )
     except NotFound:
         return _render_case_gone(request, language)
+    except Unauthenticated:
+        return _to_follow_up(language)
     return _render_case(
         request,
         language,
         login,
         case,
-        sent=sent if sent in ("message", "files", "retaliation") else None,
+        draft=draft,
+        status_code=status_code,
+        reference=reference,
+        send_up_refused=send_up_refused,
+        checkin_draft=checkin_draft,
     )
-
-
-async def _rerender_case(
-    request: Request, language: Language, login: CaseLogin, draft: MessageDraft, status_code: int
-) -> HTMLResponse:
-    try:
-        case = await run_in_threadpool(
-            in_transaction, _maker(request), service.reporter_case, login.principal
-        )
-    except NotFound:
-        return _render_case_gone(request, language)
-    return _render_case(request, language, login, case, draft=draft, status_code=status_code)
 
 
 def _render_retaliation(
@@ -457,29 +538,58 @@ def _check_message(
 
 def _store_message(
     session: Session,
-    principal: ReporterPrincipal,
+    settings: Settings,
+    login: CaseLogin,
+    reference: str | None,
     body: str,
-    retaliation: bool,
+    prepared: service.PreparedCase | None,
     form: ParsedForm,
 ) -> None:
-    if body:
-        service.add_reporter_message(
-            session, principal, body=body, retaliation=retaliation, files=form.files
+    if prepared is not None:
+        # A report of retaliation opens a case of its own, linked to the first one.
+        reprisal.open_retaliation_case(
+            session, settings, login.principal, body=body, prepared=prepared, files=form.files
         )
+        return
+    principal = _target(session, login, reference)
+    if body:
+        service.add_reporter_message(session, principal, body=body, files=form.files)
     else:
         service.add_reporter_files(session, principal, files=form.files)
 
 
-async def _receive_message(request: Request, language: Language, *, retaliation: bool) -> Response:
-    """The reply form and the retaliation form: text and files in one multipart body."""
+async def _receive_message(
+    request: Request, language: Language, *, retaliation: bool, reference: str | None = None
+) -> Response:
+    """The reply form and the retaliation form: text and files in one multipart body.
+
+    Files are sealed as they stream in, under the key of the case they go to: the
+    linked case's for a reply there, a new case's for a report of retaliation.
+    """
     settings = _settings(request)
     login = await _current_login(request)
+    prepared = service.PreparedCase.new() if retaliation else None
+    target = login.principal if login else None
+    if login is not None and reference is not None:
+        try:
+            target = await run_in_threadpool(
+                in_transaction, _maker(request), _target, login, reference
+            )
+        except NotFound:
+            return _render_case_gone(request, language)
+        except Unauthenticated:
+            return _to_follow_up(language)
+    sealing_for = (
+        (prepared.case_id, prepared.case_key)
+        if prepared
+        else ((target.case_id, target.case_key) if target else ("", bytes(32)))
+    )
     try:
         form = await read_multipart(
             request,
             # Without a session nothing can be stored: files are dropped unread.
-            case_id=login.principal.case_id if login else "",
-            key=login.principal.case_key if login else bytes(32),
+            case_id=sealing_for[0],
+            key=sealing_for[1],
             max_file_bytes=settings.max_file_bytes,
             max_files=settings.max_files_per_report if login else 0,
             file_field=FILES_FIELD,
@@ -516,7 +626,7 @@ async def _receive_message(request: Request, language: Language, *, retaliation:
             ),
         )
         return await _show_draft(
-            request, language, login, MessageDraft(errors=[unreadable]), retaliation, 400
+            request, language, login, MessageDraft(errors=[unreadable]), retaliation, 400, reference
         )
 
     body = form.first(BODY_FIELD).replace("\x00", "")
@@ -526,28 +636,46 @@ async def _receive_message(request: Request, language: Language, *, retaliation:
         form_check = check_csrf(request, form.first(CSRF_FIELD))
         if form_check != "ok":
             draft = MessageDraft(body=body, form_check=form_check, files_lost=files_lost)
-            return await _show_draft(request, language, login, draft, retaliation, 400)
+            return await _show_draft(request, language, login, draft, retaliation, 400, reference)
         errors = _check_message(request, language, form, body, needs_text=retaliation)
         if errors:
             too_large = any(p.reason == "too_large" for p in form.problems)
             draft = MessageDraft(body=body, errors=errors, files_lost=files_lost)
             status = 413 if too_large else 422
-            return await _show_draft(request, language, login, draft, retaliation, status)
+            return await _show_draft(
+                request, language, login, draft, retaliation, status, reference
+            )
         await run_in_threadpool(
             in_transaction,
             _maker(request),
             _store_message,
-            login.principal,
+            settings,
+            login,
+            reference,
             text,
-            retaliation,
+            prepared,
             form,
         )
     except NotFound:
         return _render_case_gone(request, language)
+    except Unauthenticated:
+        # A session from before linked cases: log in again (what was typed is shown).
+        return render_page(
+            request,
+            language,
+            "case_session_ended.html",
+            {
+                "body": body,
+                "file_names": [f.name for f in form.files],
+                "retaliation": retaliation,
+                "session_length": format_minutes(settings.reporter_session_minutes, language),
+            },
+            status_code=401,
+        )
     finally:
         form.discard_files()
     sent: Sent = "retaliation" if retaliation else ("message" if text else "files")
-    return RedirectResponse(f"/{language}/case?sent={sent}", status_code=303)
+    return RedirectResponse(f"{_case_path(language, reference)}?sent={sent}", status_code=303)
 
 
 async def _show_draft(
@@ -557,10 +685,11 @@ async def _show_draft(
     draft: MessageDraft,
     retaliation: bool,
     status_code: int,
-) -> HTMLResponse:
+    reference: str | None = None,
+) -> Response:
     if retaliation:
         return _render_retaliation(request, language, login, draft=draft, status_code=status_code)
-    return await _rerender_case(request, language, login, draft, status_code)
+    return await _rerender_case(request, language, login, draft, status_code, reference)
 
 
 @router.post("/{lang:lang}/case/messages", response_class=HTMLResponse)
@@ -573,11 +702,187 @@ async def send_retaliation(request: Request, language: PageLanguage) -> Response
     return await _receive_message(request, language, retaliation=True)
 
 
+@router.post("/{lang:lang}/case/linked/{reference}/messages", response_class=HTMLResponse)
+async def send_linked_message(request: Request, language: PageLanguage, reference: str) -> Response:
+    return await _receive_message(request, language, retaliation=False, reference=reference)
+
+
 @router.get("/{lang:lang}/case/messages")
 @router.get("/{lang:lang}/case/logout")
+@router.get("/{lang:lang}/case/send-up")
+@router.get("/{lang:lang}/case/checkins/{checkin_id}")
 def back_to_case(language: PageLanguage) -> RedirectResponse:
     """A form's address opened directly (e.g. from the language switch on an error page)."""
     return RedirectResponse(f"/{language}/case", status_code=303)
+
+
+@router.get("/{lang:lang}/case/linked/{reference}/messages")
+@router.get("/{lang:lang}/case/linked/{reference}/send-up")
+@router.get("/{lang:lang}/case/linked/{reference}/checkins/{checkin_id}")
+def back_to_linked_case(language: PageLanguage, reference: str) -> RedirectResponse:
+    return RedirectResponse(_case_path(language, reference), status_code=303)
+
+
+# --------------------------------------------------------------------------
+# Sending an unanswered case up; answering a check-in
+
+
+def _record_refusal(session: Session, refused: VarslingError) -> None:
+    if refused.refusal is not None:
+        audit.record(
+            session,
+            actor=refused.refusal.actor,
+            action=refused.refusal.action,
+            case_id=refused.refusal.case_id,
+            details=refused.refusal.details,
+        )
+
+
+def _send_up(session: Session, settings: Settings, login: CaseLogin, reference: str | None) -> None:
+    reprisal.send_up(session, settings, _target(session, login, reference))
+
+
+async def _receive_send_up(request: Request, language: Language, reference: str | None) -> Response:
+    form = await request.form(max_files=0, max_fields=20)
+    login = await _current_login(request)
+    if login is None:
+        return _to_follow_up(language)
+    form_check = check_csrf(request, _form_text(form.get(CSRF_FIELD)))
+    if form_check != "ok":
+        draft = MessageDraft(form_check=form_check)
+        return await _rerender_case(request, language, login, draft, 400, reference)
+    try:
+        await run_in_threadpool(
+            in_transaction, _maker(request), _send_up, _settings(request), login, reference
+        )
+    except NotFound:
+        return _render_case_gone(request, language)
+    except Unauthenticated:
+        return _to_follow_up(language)
+    except Conflict as refused:
+        await run_in_threadpool(in_transaction, _maker(request), _record_refusal, refused)
+        return await _rerender_case(
+            request, language, login, MessageDraft(), 409, reference, send_up_refused=True
+        )
+    return RedirectResponse(f"{_case_path(language, reference)}?sent=sent-up", status_code=303)
+
+
+@router.post("/{lang:lang}/case/send-up", response_class=HTMLResponse)
+async def send_up(request: Request, language: PageLanguage) -> Response:
+    """Send the unacknowledged case to the case handlers of the level above."""
+    return await _receive_send_up(request, language, None)
+
+
+@router.post("/{lang:lang}/case/linked/{reference}/send-up", response_class=HTMLResponse)
+async def send_up_linked(request: Request, language: PageLanguage, reference: str) -> Response:
+    return await _receive_send_up(request, language, reference)
+
+
+def _answer(
+    session: Session,
+    settings: Settings,
+    login: CaseLogin,
+    reference: str | None,
+    checkin_id: int,
+    yes: bool,
+    details: str,
+) -> None:
+    reprisal.answer_checkin(
+        session,
+        settings,
+        _target(session, login, reference),
+        checkin_id,
+        negative_consequences=yes,
+        details=details or None,
+    )
+
+
+async def _receive_checkin(
+    request: Request, language: Language, checkin_id: int, reference: str | None
+) -> Response:
+    form = await request.form(max_files=0, max_fields=20)
+    login = await _current_login(request)
+    if login is None:
+        return _to_follow_up(language)
+    answer = _form_text(form.get(ANSWER_FIELD))
+    details = _form_text(form.get(DETAILS_FIELD)).replace("\x00", "").strip()
+    draft = CheckInDraft(checkin_id, details)
+    form_check = check_csrf(request, _form_text(form.get(CSRF_FIELD)))
+    if form_check != "ok":
+        return await _rerender_case(
+            request,
+            language,
+            login,
+            MessageDraft(form_check=form_check),
+            400,
+            reference,
+            checkin_draft=draft,
+        )
+    errors = []
+    if answer not in ("yes", "no"):
+        errors.append(
+            FieldError(
+                f"checkin-{checkin_id}-yes",
+                _translate(request, language, N_("Answer yes or no.")),
+            )
+        )
+    elif len(details) > MAX_MESSAGE_CHARS:
+        errors.append(
+            FieldError(
+                f"checkin-{checkin_id}-details",
+                _translate(
+                    request,
+                    language,
+                    N_("What you wrote is longer than %(count)s characters. Shorten it."),
+                )
+                % {"count": format_decimal(MAX_MESSAGE_CHARS, locale=language)},
+            )
+        )
+    if errors:
+        return await _rerender_case(
+            request,
+            language,
+            login,
+            MessageDraft(errors=errors),
+            422,
+            reference,
+            checkin_draft=draft,
+        )
+    try:
+        await run_in_threadpool(
+            in_transaction,
+            _maker(request),
+            _answer,
+            _settings(request),
+            login,
+            reference,
+            checkin_id,
+            answer == "yes",
+            details,
+        )
+    except NotFound:
+        return RedirectResponse(_case_path(language, reference), status_code=303)
+    except Unauthenticated:
+        return _to_follow_up(language)
+    except Conflict:  # answered already (another tab): the page shows the answer's date
+        return RedirectResponse(_case_path(language, reference), status_code=303)
+    sent = "checkin-yes" if answer == "yes" else "checkin"
+    return RedirectResponse(f"{_case_path(language, reference)}?sent={sent}", status_code=303)
+
+
+@router.post("/{lang:lang}/case/checkins/{checkin_id}", response_class=HTMLResponse)
+async def answer_checkin(request: Request, language: PageLanguage, checkin_id: int) -> Response:
+    """The reporter's answer to a check-in question; yes opens a retaliation case."""
+    return await _receive_checkin(request, language, checkin_id, None)
+
+
+@router.post(
+    "/{lang:lang}/case/linked/{reference}/checkins/{checkin_id}", response_class=HTMLResponse
+)
+async def answer_linked_checkin(
+    request: Request, language: PageLanguage, reference: str, checkin_id: int
+) -> Response:
+    return await _receive_checkin(request, language, checkin_id, reference)
 
 
 # --------------------------------------------------------------------------
@@ -589,20 +894,43 @@ def download_file(
     request: Request, language: PageLanguage, file_id: str, session: DbSession
 ) -> Response:
     """One of the case's files, as an opaque download (never shown inline)."""
+    return _download(request, language, session, None, file_id)
+
+
+@router.get("/{lang:lang}/case/linked/{reference}/files/{file_id}")
+def download_linked_file(
+    request: Request, language: PageLanguage, reference: str, file_id: str, session: DbSession
+) -> Response:
+    return _download(request, language, session, reference, file_id)
+
+
+def _download(
+    request: Request,
+    language: Language,
+    session: Session,
+    reference: str | None,
+    file_id: str,
+) -> Response:
     login = find_login(session, session_value(request))
     if login is None:
         return _to_follow_up(language)
-    attachment = attachments.find(session, login.principal.case_id, file_id)
+    try:
+        principal = _target(session, login, reference)
+    except NotFound:
+        return _render_case_gone(request, language)
+    except Unauthenticated:
+        return _to_follow_up(language)
+    attachment = attachments.find(session, principal.case_id, file_id)
     if attachment is None:
         return render_page(request, language, "case_file_missing.html", status_code=404)
     audit.record(
         session,
         actor=audit.REPORTER,
         action="reporter.file_downloaded",
-        case_id=login.principal.case_id,
+        case_id=principal.case_id,
         details={"file_id": file_id},
     )
-    return download_response(session, _maker(request), attachment, login.principal.case_key)
+    return download_response(session, _maker(request), attachment, principal.case_key)
 
 
 @router.post("/{lang:lang}/case/logout", response_class=HTMLResponse)

@@ -162,6 +162,13 @@ class IntegrityOut(BaseModel):
     )
 
 
+class IdentityNoticeOut(BaseModel):
+    """A case handler was allowed to see the reporter's identity: when, and why."""
+
+    decided_on: str
+    reason: str
+
+
 class ReporterCaseOut(BaseModel):
     status: str
     received_on: str
@@ -171,4 +178,5 @@ class ReporterCaseOut(BaseModel):
     messages: list[MessageOut]
     outcome: str | None
     files: list[FileOut]
+    identity_notices: list[IdentityNoticeOut]
     integrity: IntegrityOut

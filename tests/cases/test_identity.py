@@ -5,18 +5,25 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from tests.factories import declare, login, make_unit, make_user, report, reporter_login
+from varsling.accounts.service import staff_principal
 from varsling.audit import AuditEvent
+from varsling.cases import identity
 from varsling.cases.models import CaseKey, IdentityRequest, IdentityRequestKey
 from varsling.config import Settings
+from varsling.db import make_sessionmaker
 
 JUSTIFICATION = "We must interview the reporter in person about the meeting"
 REASON = "Needed to hear the reporter; the handler has declared no conflict"
@@ -404,3 +411,45 @@ def test_no_text_reaches_the_audit_trail(client: TestClient, db: Session, world:
     details = " ".join(r.details for r in db.execute(select(AuditEvent)).scalars())
     for text in (JUSTIFICATION, REASON, NAME, "Kari"):
         assert text not in details
+
+
+def test_two_custodians_deciding_at_once_decide_once(
+    client: TestClient, db: Session, engine: Engine, settings: Settings, world: World
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite takes its write lock at BEGIN: deciders never interleave")
+    request_id = ask(client, world).json()["id"]
+    tokens = {
+        name: login(client, name)["Authorization"].removeprefix("Bearer ")
+        for name in ("cora", "hugo")
+    }
+    maker = make_sessionmaker(engine)
+    today = dt.date.today()
+
+    def decide_in(session: Session, name: str) -> None:
+        principal = staff_principal(session, tokens[name])
+        identity.decide(
+            session, settings, principal, request_id, approve=True, reason=REASON, today=today
+        )
+
+    with maker() as first:
+        decide_in(first, "cora")  # holds the request's row lock, not yet committed
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            second = pool.submit(lambda: _decide_committed(maker, decide_in, "hugo"))
+            time.sleep(0.5)
+            assert not second.done()  # waiting for the lock
+            first.commit()
+            with pytest.raises(identity.AlreadyDecided):
+                second.result(timeout=30)
+    assert len(events(db, "identity.approved")) == 1
+    reporter = reporter_login(client, world.code)
+    notices = client.get("/api/v1/reporter/case", headers=reporter).json()["identity_notices"]
+    assert len(notices) == 1
+    assert read_identity(client, world).status_code == 200
+
+
+def _decide_committed(
+    maker: sessionmaker[Session], decide_in: Callable[[Session, str], None], name: str
+) -> None:
+    with maker.begin() as session:
+        decide_in(session, name)

@@ -383,7 +383,8 @@ def decide(
     today: dt.date,
 ) -> Decision:
     """Approve or refuse a request; on approval, tell the reporter first, then wrap."""
-    request = session.get(IdentityRequest, request_id)
+    # Locked: a second custodian deciding at the same moment waits, then finds it decided.
+    request = session.get(IdentityRequest, request_id, with_for_update=True)
     case_id = request.case_id if request is not None else None
 
     def refuse(error: VarslingError, why: str) -> VarslingError:

@@ -82,6 +82,23 @@ def test_marker_and_case_code_are_nowhere_in_the_database(
     assert uploaded.status_code == 201
     # The marker really went through: the reporter can read it back.
     assert marker in client.get("/api/v1/reporter/case", headers=reporter).text
+    # An identity request's justification and the custodian's reason, approved and read.
+    asked = client.post(
+        f"/api/v1/cases/{case_id}/identity-requests",
+        json={"justification": f"why {marker}"},
+        headers=handler,
+    )
+    assert asked.status_code == 201, asked.text
+    decided = client.post(
+        f"/api/v1/identity-requests/{asked.json()['id']}/decision",
+        json={"approve": True, "reason": f"because {marker}"},
+        headers=login(client, "cora"),
+    )
+    assert decided.status_code == 200, decided.text
+    assert marker in client.get(f"/api/v1/cases/{case_id}/identity", headers=handler).text
+    listed = client.get(f"/api/v1/cases/{case_id}/identity-requests", headers=handler).json()
+    assert listed["items"][0]["justification"] == f"why {marker}"
+    assert listed["items"][0]["reason"] == f"because {marker}"
     file_id = uploaded.json()["files"][0]["id"]
     downloaded = client.get(f"/api/v1/cases/{case_id}/files/{file_id}", headers=handler)
     assert downloaded.content == file_bytes

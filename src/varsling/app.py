@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from varsling import audit, audit_routes, secrets_binding
 from varsling.accounts import routes as account_routes
+from varsling.cases import identity_routes
 from varsling.cases import routes as case_routes
 from varsling.config import ConfigError, Settings
 from varsling.crypto import CryptoError
@@ -261,6 +262,7 @@ def create_app(settings: Settings) -> FastAPI:
         report_routes.router,
         account_routes.router,
         case_routes.router,
+        identity_routes.router,
         audit_routes.router,
     ):
         app.include_router(router)

@@ -64,3 +64,4 @@ def require_role(role: Role) -> Callable[[StaffPrincipal], StaffPrincipal]:
 
 Auditor = Annotated[StaffPrincipal, Depends(require_role(Role.AUDITOR))]
 Admin = Annotated[StaffPrincipal, Depends(require_role(Role.ADMIN))]
+Custodian = Annotated[StaffPrincipal, Depends(require_role(Role.CUSTODIAN))]

@@ -133,7 +133,32 @@ def full_case(live_server: str, org: dict[str, int]) -> BrowserCase:
         identity={"name": "Kari Nordmann", "contact": "Telefon 400 00 000"},
     )
     fill_case(live_server, case)
+    disclose_identity(live_server, case)
     return case
+
+
+NOTICE_HEADINGS = {
+    "nb": "En saksbehandler har fått lov til å se hvem du er",
+    "nn": "Ein sakshandsamar har fått lov til å sjå kven du er",
+    "en": "A case handler has been allowed to see who you are",
+}
+NOTICE_REASON = "Saksbehandleren må snakke med deg om hvem som var til stede på møtet."
+
+
+def disclose_identity(base: str, case: BrowserCase) -> None:
+    """The handler asks to see the reporter's name; the custodian approves, with a reason."""
+    asked = httpx.post(
+        f"{base}/api/v1/cases/{case.case_id}/identity-requests",
+        json={"justification": "Vi må høre varsleren om hvem som var til stede."},
+        headers=case.handler,
+    )
+    assert asked.status_code == 201, asked.text
+    decided = httpx.post(
+        f"{base}/api/v1/identity-requests/{asked.json()['id']}/decision",
+        json={"approve": True, "reason": NOTICE_REASON},
+        headers=handler_headers(base, "cora"),
+    )
+    assert decided.status_code == 200, decided.text
 
 
 def log_in(page: Page, base: str, language: str, code: str) -> None:
@@ -178,7 +203,10 @@ def test_follow_up_and_case_pages_have_no_axe_violations(
     assert page.locator(".case-message--retaliation").count() == 1
     assert page.locator(".case-files a").count() == 1
     assert page.locator("#outcome").is_visible()
-    check("case page")
+    notices = page.locator("#identity-notices")
+    assert notices.locator("h2").inner_text() == NOTICE_HEADINGS[language]
+    assert notices.locator(".case-text").inner_text() == NOTICE_REASON
+    check("case page, with an identity notice")
 
     page.locator("#reply button[type=submit]").click()
     page.wait_for_selector(".error-summary")
@@ -250,6 +278,21 @@ def test_log_in_and_reply_with_the_keyboard_and_no_javascript(
     page.wait_for_url(f"{live_server}/nb/follow-up?notice=logged-out")
     page.goto(f"{live_server}/nb/case")
     assert page.url == f"{live_server}/nb/follow-up?notice=ended"
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_the_identity_notice_shows_without_javascript(
+    nojs_context: BrowserContext, live_server: str, full_case: BrowserCase, language: str
+) -> None:
+    page = nojs_context.new_page()
+    log_in(page, live_server, language, full_case.code)
+    page.wait_for_url(f"{live_server}/{language}/case")
+    heading = page.get_by_role("heading", name=NOTICE_HEADINGS[language])
+    assert heading.is_visible()
+    assert page.locator("#identity-notices .case-text").inner_text() == NOTICE_REASON
+    # The page's contents list leads to it.
+    page.locator(".case-contents a[href='#identity-notices']").click()
+    assert page.url.endswith("#identity-notices")
 
 
 def test_the_error_summary_takes_focus_without_javascript(

@@ -789,3 +789,47 @@ def test_a_deleted_message_is_announced_on_the_case_page(
         select(ReporterAuditEvent).where(ReporterAuditEvent.action == "case.integrity_failed")
     ).all()
     assert [e.details for e in failed] == ['{"problem": "entry_missing"}']
+
+
+@pytest.mark.parametrize(
+    ("language", "heading", "sentence"),
+    [
+        ("nb", "En saksbehandler har fått lov til å se hvem du er", "ga en identitetsforvalter"),
+        (
+            "nn",
+            "Ein sakshandsamar har fått lov til å sjå kven du er",
+            "gav ein identitetsforvaltar",
+        ),
+        ("en", "A case handler has been allowed to see who you are", "an identity custodian"),
+    ],
+)
+def test_the_case_page_tells_the_reporter_their_name_was_disclosed(
+    client: TestClient, db: Session, settings: Settings, language: str, heading: str, sentence: str
+) -> None:
+    unit = make_unit(db)
+    make_user(db, settings, "hanne", units=(unit.id,))
+    make_user(db, settings, "cora", roles=("custodian",), units=(unit.id,))
+    sent = client.post("/api/v1/reports", json=report(unit.id, identity={"name": "Kari Nordmann"}))
+    handler = login(client, "hanne")
+    case = Case(sent.json()["case_code"], open_first_case(client, handler), handler)
+    assert heading not in logged_in(client, case.code, language)
+    asked = client.post(
+        f"/api/v1/cases/{case.case_id}/identity-requests",
+        json={"justification": "We need to talk to the reporter."},
+        headers=case.handler,
+    )
+    reason = "The handler must hear the reporter <in person> & soon."
+    decided = client.post(
+        f"/api/v1/identity-requests/{asked.json()['id']}/decision",
+        json={"approve": True, "reason": reason},
+        headers=login(client, "cora"),
+    )
+    assert decided.status_code == 200, decided.text
+
+    page = client.get(f"/{language}/case").text
+    notices = page[page.index('id="identity-notices"') : page.index('id="status"')]
+    assert heading in notices
+    assert sentence in notices
+    assert format_date(dt.date.today(), format="long", locale=language) in notices
+    assert "The handler must hear the reporter &lt;in person&gt; &amp; soon." in notices
+    assert 'href="#identity-notices"' in page

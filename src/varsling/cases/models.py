@@ -67,6 +67,8 @@ class EntryKind(enum.StrEnum):
     RECUSAL = "recusal"  # why a handler stepped aside (a conflict of interest)
     HOLD = "hold"  # a retention hold's reason
     CHECKIN_ANSWER = "checkin_answer"  # the reporter's answer to a check-in
+    # A handler's request to see the identity: its justification, for the case's handlers.
+    IDENTITY_REQUEST = "identity_request"
 
 
 class Case(Base):

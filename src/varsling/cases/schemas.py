@@ -121,3 +121,54 @@ class DeclarationOut(BaseModel):
 
 class GrantIn(StrictModel):
     user_id: Id
+
+
+class IdentityRequestIn(StrictModel):
+    """Why you need to know who the reporter is: read by the custodians who decide."""
+
+    justification: Reason
+
+
+class IdentityRequestCreatedOut(BaseModel):
+    id: int
+    status: str
+
+
+class IdentityRequestOut(BaseModel):
+    id: int
+    case_id: str
+    requester_id: int
+    status: str  # pending, approved, refused
+    requested_on: str
+    decided_on: str | None
+    justification: str | None  # None where the caller cannot open it
+    reason: str | None  # the custodian's reason, once decided
+
+
+class IdentityRequestListOut(BaseModel):
+    items: list[IdentityRequestOut]
+
+
+class CustodianRequestOut(IdentityRequestOut):
+    category: str
+    unit_id: int
+    decided_by_me: bool
+
+
+class CustodianRequestListOut(BaseModel):
+    items: list[CustodianRequestOut]
+
+
+class IdentityDecisionIn(StrictModel):
+    approve: StrictBool
+    reason: Reason
+
+
+class IdentityDecisionOut(BaseModel):
+    id: int
+    status: str
+    decided_on: str
+
+
+class IdentityOut(BaseModel):
+    identity: dict[str, object]

@@ -191,6 +191,11 @@ class CheckInOut(BaseModel):
     round: int = Field(description="Months after the case was concluded.")
     sent_on: str
     answered_on: str | None
+class IdentityNoticeOut(BaseModel):
+    """A case handler was allowed to see the reporter's identity: when, and why."""
+
+    decided_on: str
+    reason: str
 
 
 class ReporterCaseOut(BaseModel):
@@ -203,6 +208,7 @@ class ReporterCaseOut(BaseModel):
     messages: list[MessageOut]
     outcome: str | None
     files: list[FileOut]
+    identity_notices: list[IdentityNoticeOut]
     integrity: IntegrityOut
     linked_cases: list[LinkedCaseOut] = Field(
         description="Retaliation cases opened from this case (empty when reading a linked case)."

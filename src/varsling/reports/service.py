@@ -25,7 +25,7 @@ from varsling.accounts.service import (
     unit_chain,
     utcnow,
 )
-from varsling.cases import attachments, exclusions, keys, manifest
+from varsling.cases import attachments, exclusions, identity, keys, manifest
 from varsling.cases import service as cases
 from varsling.cases.models import (
     Case,
@@ -728,19 +728,25 @@ def reporter_case(session: Session, principal: ReporterPrincipal) -> dict[str, A
     reader = cases.ContentReader(principal.case_key)
     report = cases.first_entry(session, case.id, EntryKind.REPORT, reader) or {}
     identity_reader = cases.ContentReader(principal.identity_key)
-    identity = cases.first_entry(session, case.id, EntryKind.IDENTITY, identity_reader)
+    given_identity = cases.first_entry(session, case.id, EntryKind.IDENTITY, identity_reader)
+    # Each time a custodian let a case handler see the identity, with their reason.
+    notices, unreadable_notices = identity.reporter_notices(
+        session, case.id, principal.identity_key
+    )
+    identity_reader.unreadable += unreadable_notices
     answer: dict[str, Any] = {
         "status": case.status,
         "received_on": case.received_on.isoformat(),
         "acknowledgement_due": case.acknowledgement_due.isoformat(),
         "feedback_due": case.feedback_due.isoformat(),
-        "report": {**report, "identity": identity},
+        "report": {**report, "identity": given_identity},
         "messages": [
             {k: m[k] for k in ("author", "body", "sent_on", "retaliation")}
             for m in cases.thread(session, case.id, reader)
         ],
         "outcome": cases.outcome(session, case.id, reader),
         "files": reader.files(session, case.id),
+        "identity_notices": notices,
     }
     audit.record(session, actor=audit.REPORTER, action="reporter.case_read", case_id=case.id)
     answer["integrity"] = manifest.answer(

@@ -191,6 +191,8 @@ class CheckInOut(BaseModel):
     round: int = Field(description="Months after the case was concluded.")
     sent_on: str
     answered_on: str | None
+
+
 class IdentityNoticeOut(BaseModel):
     """A case handler was allowed to see the reporter's identity: when, and why."""
 

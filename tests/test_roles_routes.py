@@ -26,6 +26,7 @@ no reporter session to the login page (303), except form posts, which answer
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import html
@@ -95,6 +96,8 @@ STAFF_ACCOUNTS: dict[str, tuple[str, tuple[str, ...], str]] = {
 }
 # Not a role: someone on the case's unit chain whom the handler may grant the case to.
 GRANTEE = ("gro", ("handler",), "county")
+# Where the test client keeps the cookies the app sets, so a cookie set here is replaced.
+COOKIE_DOMAIN = "testserver.local"
 
 
 # --------------------------------------------------------------------------
@@ -185,6 +188,17 @@ class World:
             )
             assert response.status_code == 201, response.text
         return case_id, code
+
+    @contextlib.contextmanager
+    def browser(self, cookie: str | None) -> Iterator[None]:
+        """The client as a browser holding `cookie` (a reporter's session) or none at all."""
+        self.client.cookies.clear()
+        if cookie is not None:
+            self.client.cookies.set(SESSION_COOKIE, cookie, domain=COOKIE_DOMAIN)
+        try:
+            yield
+        finally:
+            self.client.cookies.clear()
 
     def town_cases(self, tokens: Mapping[str, str]) -> set[str]:
         listed = self.client.get("/api/v1/cases", headers=bearer(tokens[UNDECLARED]))
@@ -293,6 +307,8 @@ class Cell:
     world: World
     scene: Scene
     role: str
+    # Form tokens made for another browser, as a cross-site form would carry.
+    forged_tokens: bool = False
 
     @property
     def client(self) -> TestClient:
@@ -309,7 +325,9 @@ class Cell:
         value = self.client.cookies.get(SESSION_COOKIE)
         if value is None:
             value = secrets.token_urlsafe(32)
-            self.client.cookies.set(SESSION_COOKIE, value)
+            self.client.cookies.set(SESSION_COOKIE, value, domain=COOKIE_DOMAIN)
+        if self.forged_tokens:
+            value = secrets.token_urlsafe(32)
         signer: CsrfSigner = self.world.app.state.varsling_csrf
         return signer.token(value, now=time.time())
 
@@ -392,6 +410,7 @@ def send_web_report(cell: Cell) -> httpx.Response:
     for name, value in _HIDDEN.findall(page.text):
         fields.setdefault(name, []).append(html.unescape(value))
     fields |= {
+        CSRF_FIELD: [cell.form_token()],
         "category": ["harassment"],
         "description": ["Something happened at the county meeting."],
     }
@@ -735,18 +754,18 @@ def _cells() -> Iterator[Any]:
             yield pytest.param(route, role, id=f"{route.method} {route.path} | {role}", marks=marks)
 
 
+def answer(
+    world: World, route: Route, role: str, *, forged_tokens: bool = False
+) -> tuple[Cell, httpx.Response]:
+    """Send the row's request as `role`, from a browser holding only that role's cookie."""
+    cell = Cell(world, world.scene_for(role, route.fresh), role, forged_tokens=forged_tokens)
+    with world.browser(cell.scene.cookies.get(role)):
+        return cell, route.send(cell)
+
+
 @pytest.mark.parametrize(("route", "role"), list(_cells()))
 def test_route_answers_each_role(world: World, route: Route, role: str) -> None:
-    scene = world.scene_for(role, route.fresh)
-    client = world.client
-    client.cookies.clear()
-    cookie = scene.cookies.get(role)
-    if cookie is not None:
-        client.cookies.set(SESSION_COOKIE, cookie)
-    try:
-        response = route.send(Cell(world, scene, role))
-    finally:
-        client.cookies.clear()
+    cell, response = answer(world, route, role)
 
     expected = route.expect[role]
     assert response.status_code == expected, (
@@ -756,4 +775,18 @@ def test_route_answers_each_role(world: World, route: Route, role: str) -> None:
     if expected == 409 and role == UNDECLARED:
         assert response.json()["error"]["code"] == "declaration_required"
     if route.check is not None and response.is_success:
-        route.check(Cell(world, scene, role), response)
+        route.check(cell, response)
+
+
+PAGE_POSTS = [r for r in ROUTES if r.method == "POST" and not r.path.startswith("/api/")]
+
+
+@pytest.mark.parametrize("route", PAGE_POSTS, ids=lambda r: f"{r.method} {r.path}")
+def test_page_forms_need_a_form_token_of_their_own_browser(world: World, route: Route) -> None:
+    """A reporter's form sent with a token made for another browser does nothing (400)."""
+    cell, response = answer(world, route, REPORTER, forged_tokens=True)
+
+    assert response.status_code == 400, response.text[:300]
+    with world.browser(cell.scene.cookies[REPORTER]):
+        still = world.client.get("/nb/case", follow_redirects=False)
+    assert still.status_code == 200, "the reporter's session did not survive a forged form"

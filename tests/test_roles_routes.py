@@ -22,6 +22,16 @@ auditor route 403 to other staff; a reporter route says 401 to staff tokens.
 The reporter pages (a cookie session, never a bearer token) send whoever has
 no reporter session to the login page (303), except form posts, which answer
 401 with the typed text kept.
+
+Each cell sends the role's bearer token (if it has one) from a client that
+holds only the role's reporter cookie (if it has one), so API routes are
+also shown to ignore a reporter's cookie, and pages a staff token.
+
+Adding a route: one row in ROUTES, usually with a helper for its answers
+(`case_route(201)`, `reporter_api(200)`, `auditor_only(200)`, `everyone(200)`,
+`reporter_page(200)`), `fresh=Fresh.CASE` if it changes the case, and
+`fresh=Fresh.SESSION` if it ends the caller's session. A cell whose answer is
+wrong today goes in the row's `known` with the reason (xfail, strict).
 """
 
 from __future__ import annotations

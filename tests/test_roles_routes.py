@@ -1,0 +1,802 @@
+"""Every route of the service, for every role: the status each one gets.
+
+`ROUTES` has one row per route (method and path template, exactly as the app
+registers them): how to make a valid request, and what each of the twelve
+roles gets. A route the app has and the table lacks, or one the table has and
+the app lacks, fails `test_every_route_is_in_the_table`, which names them all;
+adding a route is adding one row.
+
+One world per database (module scope): units national -> county -> town and
+another county, one person per staff role, a case reported in the town and
+one in the other county. A row whose request changes something (a
+declaration, a status, a logout, a login that ends the browser's earlier
+session...) gets a scene of its own for each cell: a new case, declared on by
+the handler and recused from by the recused handler, and new credentials for
+the role that acts, so the order of cells never matters.
+
+What a careful design answers: a case route says 404 to every staff member
+who holds no key to the case (they may not know it exists), 409
+declaration_required to a key holder who has not declared yet, and 401 to
+reporters and to nobody; a staff route says 401 to reporter tokens, an
+auditor route 403 to other staff; a reporter route says 401 to staff tokens.
+The reporter pages (a cookie session, never a bearer token) send whoever has
+no reporter session to the login page (303), except form posts, which answer
+401 with the typed text kept.
+
+Each cell sends the role's bearer token (if it has one) from a client that
+holds only the role's reporter cookie (if it has one), so API routes are
+also shown to ignore a reporter's cookie, and pages a staff token.
+
+Adding a route: one row in ROUTES, usually with a helper for its answers
+(`case_route(201)`, `reporter_api(200)`, `auditor_only(200)`, `everyone(200)`,
+`reporter_page(200)`), `fresh=Fresh.CASE` if it changes the case, and
+`fresh=Fresh.SESSION` if it ends the caller's session. A cell whose answer is
+wrong today goes in the row's `known` with the reason (xfail, strict).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import html
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.staticfiles import StaticFiles
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+from starlette.routing import Mount
+
+from tests.conftest import make_settings
+from tests.factories import PASSWORD, make_unit, make_user, report
+from varsling.app import create_app
+from varsling.db import make_engine, make_sessionmaker
+from varsling.web.security import CSRF_FIELD, SESSION_COOKIE, CsrfSigner
+
+# --------------------------------------------------------------------------
+# Roles
+
+REPORTER = "reporter of the case"
+OTHER_REPORTER = "another reporter"
+HANDLER = "handler of the case"
+UNDECLARED = "handler before declaring"
+RECUSED = "recused handler"
+EXCLUDED = "excluded handler"
+OTHER_UNIT = "handler of another unit"
+CUSTODIAN = "custodian holding the identity key"
+OTHER_CUSTODIAN = "custodian without it"
+AUDITOR = "auditor"
+ADMIN = "admin"
+NOBODY = "nobody"
+
+STAFF = (
+    HANDLER,
+    UNDECLARED,
+    RECUSED,
+    EXCLUDED,
+    OTHER_UNIT,
+    CUSTODIAN,
+    OTHER_CUSTODIAN,
+    AUDITOR,
+    ADMIN,
+)
+REPORTERS = (REPORTER, OTHER_REPORTER)
+ROLES = (*REPORTERS, *STAFF, NOBODY)
+
+# Who plays each staff role: (username, roles, unit).
+STAFF_ACCOUNTS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    HANDLER: ("hanne", ("handler",), "town"),
+    UNDECLARED: ("ulrik", ("handler",), "town"),
+    RECUSED: ("rune", ("handler",), "town"),
+    EXCLUDED: ("eva", ("handler",), "town"),
+    OTHER_UNIT: ("otto", ("handler",), "other_county"),
+    CUSTODIAN: ("kari", ("custodian",), "county"),
+    OTHER_CUSTODIAN: ("kjell", ("custodian",), "other_county"),
+    AUDITOR: ("aud", ("auditor",), "national"),
+    ADMIN: ("adm", ("admin",), "national"),
+}
+# Not a role: someone on the case's unit chain whom the handler may grant the case to.
+GRANTEE = ("gro", ("handler",), "county")
+# Where the test client keeps the cookies the app sets, so a cookie set here is replaced.
+COOKIE_DOMAIN = "testserver.local"
+
+
+# --------------------------------------------------------------------------
+# The world: built once per database
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A case, its file, the other reporter's case, and everyone's credentials."""
+
+    case_id: str
+    case_code: str
+    file_id: str
+    other_case_code: str
+    # Bearer tokens: staff sessions, and the reporters' API sessions.
+    tokens: Mapping[str, str]
+    # The reporters' web sessions (cookie values).
+    cookies: Mapping[str, str]
+
+
+@dataclass
+class World:
+    app: FastAPI
+    client: TestClient
+    units: dict[str, int]
+    user_ids: dict[str, int]
+    grantee_id: int
+    shared: Scene = field(init=False)
+
+    # ---- building blocks
+
+    def staff_token(self, role: str) -> str:
+        username = STAFF_ACCOUNTS[role][0]
+        response = self.client.post(
+            "/api/v1/sessions", json={"username": username, "password": PASSWORD}
+        )
+        assert response.status_code == 200, response.text
+        token: str = response.json()["token"]
+        return token
+
+    def reporter_token(self, case_code: str) -> str:
+        response = self.client.post("/api/v1/reporter/session", json={"case_code": case_code})
+        assert response.status_code == 200, response.text
+        token: str = response.json()["token"]
+        return token
+
+    def reporter_cookie(self, case_code: str) -> str:
+        """Log in on the follow-up page, as a browser does; the cookie is the session."""
+        self.client.cookies.clear()
+        try:
+            page = self.client.get("/nb/follow-up")
+            response = self.client.post(
+                "/nb/follow-up",
+                data={"case_code": case_code, CSRF_FIELD: page_token(page.text)},
+                follow_redirects=False,
+            )
+            assert response.status_code == 303, response.text
+            cookie = self.client.cookies.get(SESSION_COOKIE)
+            assert cookie is not None
+            return cookie
+        finally:
+            self.client.cookies.clear()
+
+    def submit(self, unit: str, **fields: Any) -> str:
+        response = self.client.post("/api/v1/reports", json=report(self.units[unit], **fields))
+        assert response.status_code == 201, response.text
+        code: str = response.json()["case_code"]
+        return code
+
+    def new_case(self, tokens: Mapping[str, str]) -> tuple[str, str]:
+        """A case in the town (id and code): the handler declared no
+        conflict, the recused handler recused, the excluded handler was left out."""
+        before = self.town_cases(tokens)
+        code = self.submit(
+            "town",
+            identity={"name": "Kari Nordmann", "contact": "kari@example.org"},
+            involved="The treasurer",
+            excluded_recipients=[self.user_ids[EXCLUDED]],
+        )
+        # The reporter's side never tells the case id: the new one in a handler's list is it.
+        (case_id,) = self.town_cases(tokens) - before
+        for role, body in (
+            (HANDLER, {"conflict": False, "risk": "low"}),
+            (RECUSED, {"conflict": True, "reason": "The treasurer is my sister."}),
+        ):
+            response = self.client.post(
+                f"/api/v1/cases/{case_id}/declaration", json=body, headers=bearer(tokens[role])
+            )
+            assert response.status_code == 201, response.text
+        return case_id, code
+
+    @contextlib.contextmanager
+    def browser(self, cookie: str | None) -> Iterator[None]:
+        """The client as a browser holding `cookie` (a reporter's session) or none at all."""
+        self.client.cookies.clear()
+        if cookie is not None:
+            self.client.cookies.set(SESSION_COOKIE, cookie, domain=COOKIE_DOMAIN)
+        try:
+            yield
+        finally:
+            self.client.cookies.clear()
+
+    def town_cases(self, tokens: Mapping[str, str]) -> set[str]:
+        listed = self.client.get("/api/v1/cases", headers=bearer(tokens[UNDECLARED]))
+        assert listed.status_code == 200, listed.text
+        return {item["id"] for item in listed.json()["items"]}
+
+    def build(self) -> None:
+        tokens = {role: self.staff_token(role) for role in STAFF}
+        case_id, code = self.new_case(tokens)
+        tokens[REPORTER] = self.reporter_token(code)
+        upload = self.client.post(
+            "/api/v1/reporter/case/files",
+            files=[("files", ("minutes.txt", b"The minutes of the meeting.", "text/plain"))],
+            headers=bearer(tokens[REPORTER]),
+        )
+        assert upload.status_code == 201, upload.text
+        other_code = self.submit("other_county")
+        tokens[OTHER_REPORTER] = self.reporter_token(other_code)
+        self.shared = Scene(
+            case_id=case_id,
+            case_code=code,
+            file_id=upload.json()["files"][0]["id"],
+            other_case_code=other_code,
+            tokens=tokens,
+            cookies={
+                REPORTER: self.reporter_cookie(code),
+                OTHER_REPORTER: self.reporter_cookie(other_code),
+            },
+        )
+
+    def scene_for(self, role: str, fresh: Fresh | None) -> Scene:
+        """The shared scene, or one where what the cell uses up is new."""
+        shared = self.shared
+        if fresh is None:
+            return shared
+        tokens = dict(shared.tokens)
+        cookies = dict(shared.cookies)
+        case_id, code = shared.case_id, shared.case_code
+        if fresh is Fresh.CASE:
+            case_id, code = self.new_case(shared.tokens)
+        if role in STAFF and fresh is Fresh.SESSION:
+            tokens[role] = self.staff_token(role)
+        elif role in REPORTERS and (fresh is Fresh.SESSION or role == REPORTER):
+            own = code if role == REPORTER else shared.other_case_code
+            tokens[role] = self.reporter_token(own)
+            cookies[role] = self.reporter_cookie(own)
+        # The file stays the shared case's: no fresh row downloads it.
+        return dataclasses.replace(
+            shared, case_id=case_id, case_code=code, tokens=tokens, cookies=cookies
+        )
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+_TOKEN_FIELD = re.compile(rf'name="{CSRF_FIELD}" value="([^"]+)"')
+_HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
+
+
+def page_token(page: str) -> str:
+    match = _TOKEN_FIELD.search(page)
+    assert match is not None, "no form token on the page"
+    return html.unescape(match.group(1))
+
+
+@pytest.fixture(scope="module")
+def world(database: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    url = database.fresh(tmp_path_factory.mktemp("roles"))
+    settings = make_settings(url)
+    engine = make_engine(url, immediate=False)
+    with make_sessionmaker(engine)() as db:
+        units = _make_units(db)
+        user_ids = {
+            role: make_user(db, settings, username, roles=roles, units=(units[unit],)).id
+            for role, (username, roles, unit) in STAFF_ACCOUNTS.items()
+        }
+        username, roles, unit = GRANTEE
+        grantee_id = make_user(db, settings, username, roles=roles, units=(units[unit],)).id
+    engine.dispose()
+    app = create_app(settings)
+    try:
+        with TestClient(app) as client:
+            built = World(app, client, units, user_ids, grantee_id)
+            built.build()
+            yield built
+    finally:
+        app.state.engine.dispose()
+        database.clean()
+
+
+def _make_units(db: Session) -> dict[str, int]:
+    national = make_unit(db, "Sentralt")
+    county = make_unit(db, "Vestland", parent_id=national.id, kind="county")
+    town = make_unit(db, "Bergen", parent_id=county.id, kind="municipal")
+    other = make_unit(db, "Rogaland", parent_id=national.id, kind="county")
+    return {"national": national.id, "county": county.id, "town": town.id, "other_county": other.id}
+
+
+# --------------------------------------------------------------------------
+# A cell: one role's browser or API client, for one request
+
+
+@dataclass
+class Cell:
+    world: World
+    scene: Scene
+    role: str
+    # Form tokens made for another browser, as a cross-site form would carry.
+    forged_tokens: bool = False
+
+    @property
+    def client(self) -> TestClient:
+        return self.world.client
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """Send as this role: its bearer token and its reporter cookie, if it has them."""
+        token = self.scene.tokens.get(self.role)
+        headers = bearer(token) if token else {}
+        return self.client.request(method, url, headers=headers, follow_redirects=False, **kwargs)
+
+    def form_token(self) -> str:
+        """A form token for this browser; one without a cookie gets one, as from a page."""
+        value = self.client.cookies.get(SESSION_COOKIE)
+        if value is None:
+            value = secrets.token_urlsafe(32)
+            self.client.cookies.set(SESSION_COOKIE, value, domain=COOKIE_DOMAIN)
+        if self.forged_tokens:
+            value = secrets.token_urlsafe(32)
+        signer: CsrfSigner = self.world.app.state.varsling_csrf
+        return signer.token(value, now=time.time())
+
+    def page_form(self, data: Mapping[str, str], path: str) -> httpx.Response:
+        """A reporter page's form, sent as a browser does: multipart, an empty file part."""
+        return self.request(
+            "POST",
+            path,
+            data={**data, CSRF_FIELD: self.form_token()},
+            files=[("files", ("", b"", "application/octet-stream"))],
+        )
+
+
+class Fresh(enum.Enum):
+    """What a row's request changes, made anew for each of its cells."""
+
+    CASE = "a new case (and, for its reporter, a session for it)"
+    SESSION = "new credentials for the role (the request ends its session)"
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str  # the template, as the app registers it
+    send: Callable[[Cell], httpx.Response]
+    expect: Mapping[str, int]
+    # What the request changes, so each cell needs its own (see Fresh).
+    fresh: Fresh | None = None
+    # More to check in a cell's answer than its status.
+    check: Callable[[Cell, httpx.Response], None] | None = None
+    # Cells whose current answer differs from `expect`, with why: xfail(strict=True).
+    known: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.method, self.path
+
+
+def everyone(status: int) -> dict[str, int]:
+    return dict.fromkeys(ROLES, status)
+
+
+def staff_only(status: int) -> dict[str, int]:
+    return {**everyone(401), **dict.fromkeys(STAFF, status)}
+
+
+def case_route(status: int, *, handler: int | None = None) -> dict[str, int]:
+    """Key holders who declared get `status`; those who did not, 409; other staff, 404."""
+    return {
+        **everyone(401),
+        **dict.fromkeys(STAFF, 404),
+        HANDLER: status if handler is None else handler,
+        UNDECLARED: 409,
+    }
+
+
+def auditor_only(status: int) -> dict[str, int]:
+    return {**everyone(401), **dict.fromkeys(STAFF, 403), AUDITOR: status}
+
+
+def reporter_api(status: int, *, other: int | None = None) -> dict[str, int]:
+    """The reporter's own case: the other reporter acts on theirs (or gets `other`)."""
+    return {**everyone(401), REPORTER: status, OTHER_REPORTER: status if other is None else other}
+
+
+def reporter_page(status: int, *, other: int | None = None, outsider: int = 303) -> dict[str, int]:
+    """A page of the reporter's own case; anyone without a reporter session gets `outsider`."""
+    return {
+        **everyone(outsider),
+        REPORTER: status,
+        OTHER_REPORTER: status if other is None else other,
+    }
+
+
+def send_web_report(cell: Cell) -> httpx.Response:
+    """Open the form for the town (as this browser), fill it in and send it."""
+    page = cell.request("GET", f"/nb/report?unit={cell.world.units['town']}")
+    assert page.status_code == 200, page.text
+    fields: dict[str, list[str]] = {}
+    for name, value in _HIDDEN.findall(page.text):
+        fields.setdefault(name, []).append(html.unescape(value))
+    fields |= {
+        CSRF_FIELD: [cell.form_token()],
+        "category": ["harassment"],
+        "description": ["Something happened at the county meeting."],
+    }
+    return cell.request(
+        "POST",
+        "/nb/report",
+        data=fields,
+        files=[("files", ("", b"", "application/octet-stream"))],
+    )
+
+
+def lists_the_case_to_key_holders_only(cell: Cell, response: httpx.Response) -> None:
+    listed = {item["id"]: item["declared"] for item in response.json()["items"]}
+    holders = {HANDLER: True, UNDECLARED: False}
+    assert listed.get(cell.scene.case_id) == holders.get(cell.role), listed
+
+
+CASE = "/api/v1/cases/{case_id}"
+
+ROUTES: tuple[Route, ...] = (
+    # ---- public API
+    Route(
+        "GET",
+        "/api/v1/openapi.json",
+        lambda c: c.request("GET", "/api/v1/openapi.json"),
+        everyone(200),
+    ),
+    Route("GET", "/api/v1/units", lambda c: c.request("GET", "/api/v1/units"), everyone(200)),
+    Route(
+        "POST",
+        "/api/v1/reports",
+        lambda c: c.request("POST", "/api/v1/reports", json=report(c.world.units["town"])),
+        everyone(201),
+    ),
+    Route(
+        "POST",
+        "/api/v1/reporter/session",
+        lambda c: c.request(
+            "POST", "/api/v1/reporter/session", json={"case_code": c.scene.case_code}
+        ),
+        everyone(200),
+    ),
+    Route(
+        "POST",
+        "/api/v1/sessions",
+        lambda c: c.request(
+            "POST", "/api/v1/sessions", json={"username": "aud", "password": PASSWORD}
+        ),
+        everyone(200),
+    ),
+    # ---- the reporter's API
+    Route(
+        "GET",
+        "/api/v1/reporter/case",
+        lambda c: c.request("GET", "/api/v1/reporter/case"),
+        reporter_api(200),
+    ),
+    Route(
+        "POST",
+        "/api/v1/reporter/case/files",
+        lambda c: c.request(
+            "POST",
+            "/api/v1/reporter/case/files",
+            files=[("files", ("note.txt", b"Another note.", "text/plain"))],
+        ),
+        reporter_api(201),
+        fresh=Fresh.CASE,
+    ),
+    Route(
+        "GET",
+        "/api/v1/reporter/case/files/{file_id}",
+        lambda c: c.request("GET", f"/api/v1/reporter/case/files/{c.scene.file_id}"),
+        reporter_api(200, other=404),
+    ),
+    Route(
+        "POST",
+        "/api/v1/reporter/case/messages",
+        lambda c: c.request(
+            "POST", "/api/v1/reporter/case/messages", json={"body": "One more thing."}
+        ),
+        reporter_api(201),
+        fresh=Fresh.CASE,
+    ),
+    # Ends the caller's own session, staff or reporter.
+    Route(
+        "DELETE",
+        "/api/v1/sessions/current",
+        lambda c: c.request("DELETE", "/api/v1/sessions/current"),
+        {**everyone(204), NOBODY: 401},
+        fresh=Fresh.SESSION,
+    ),
+    # ---- the handlers' API
+    Route(
+        "GET",
+        "/api/v1/cases",
+        lambda c: c.request("GET", "/api/v1/cases"),
+        staff_only(200),
+        check=lists_the_case_to_key_holders_only,
+    ),
+    Route(
+        "GET", CASE, lambda c: c.request("GET", f"/api/v1/cases/{c.scene.case_id}"), case_route(200)
+    ),
+    Route(
+        "POST",
+        f"{CASE}/declaration",
+        lambda c: c.request(
+            "POST",
+            f"/api/v1/cases/{c.scene.case_id}/declaration",
+            json={"conflict": False, "risk": "low"},
+        ),
+        # The handler has declared already; the one who had not opens the case.
+        {**case_route(409), UNDECLARED: 201},
+        fresh=Fresh.CASE,
+    ),
+    Route(
+        "POST",
+        f"{CASE}/grants",
+        lambda c: c.request(
+            "POST",
+            f"/api/v1/cases/{c.scene.case_id}/grants",
+            json={"user_id": c.world.grantee_id},
+        ),
+        case_route(201),
+        fresh=Fresh.CASE,
+    ),
+    Route(
+        "POST",
+        f"{CASE}/messages",
+        lambda c: c.request(
+            "POST", f"/api/v1/cases/{c.scene.case_id}/messages", json={"body": "Thank you."}
+        ),
+        case_route(201),
+        fresh=Fresh.CASE,
+    ),
+    Route(
+        "POST",
+        f"{CASE}/notes",
+        lambda c: c.request(
+            "POST", f"/api/v1/cases/{c.scene.case_id}/notes", json={"body": "Call the board."}
+        ),
+        case_route(201),
+        fresh=Fresh.CASE,
+    ),
+    Route(
+        "POST",
+        f"{CASE}/status",
+        lambda c: c.request(
+            "POST", f"/api/v1/cases/{c.scene.case_id}/status", json={"status": "acknowledged"}
+        ),
+        case_route(200),
+        fresh=Fresh.CASE,
+    ),
+    Route(
+        "GET",
+        f"{CASE}/files/{{file_id}}",
+        lambda c: c.request("GET", f"/api/v1/cases/{c.scene.case_id}/files/{c.scene.file_id}"),
+        case_route(200),
+    ),
+    # ---- the auditors' API
+    Route(
+        "GET",
+        "/api/v1/audit/verify",
+        lambda c: c.request("GET", "/api/v1/audit/verify"),
+        auditor_only(200),
+    ),
+    Route(
+        "POST",
+        "/api/v1/audit/checkpoints",
+        lambda c: c.request("POST", "/api/v1/audit/checkpoints"),
+        auditor_only(201),
+    ),
+    # ---- pages anyone opens
+    Route(
+        "GET", "/static/{path}", lambda c: c.request("GET", "/static/varsling.css"), everyone(200)
+    ),
+    Route("GET", "/", lambda c: c.request("GET", "/"), everyone(307)),
+    Route("HEAD", "/", lambda c: c.request("HEAD", "/"), everyone(307)),
+    Route("GET", "/{lang:lang}/", lambda c: c.request("GET", "/nb/"), everyone(200)),
+    Route("HEAD", "/{lang:lang}/", lambda c: c.request("HEAD", "/en/"), everyone(200)),
+    Route("GET", "/{lang:lang}/report", lambda c: c.request("GET", "/nn/report"), everyone(200)),
+    # Anyone may report; the answer is the receipt page.
+    Route("POST", "/{lang:lang}/report", send_web_report, everyone(200)),
+    Route(
+        "GET", "/{lang:lang}/follow-up", lambda c: c.request("GET", "/nb/follow-up"), everyone(200)
+    ),
+    # Anyone with the code may log in with it; an earlier login in that browser ends.
+    Route(
+        "POST",
+        "/{lang:lang}/follow-up",
+        lambda c: c.request(
+            "POST",
+            "/nb/follow-up",
+            data={"case_code": c.scene.case_code, CSRF_FIELD: c.form_token()},
+        ),
+        everyone(303),
+        fresh=Fresh.SESSION,
+    ),
+    # ---- the reporter's pages (a cookie session)
+    Route("GET", "/{lang:lang}/case", lambda c: c.request("GET", "/nb/case"), reporter_page(200)),
+    Route(
+        "GET",
+        "/{lang:lang}/case/retaliation",
+        lambda c: c.request("GET", "/en/case/retaliation"),
+        reporter_page(200),
+    ),
+    Route(
+        "POST",
+        "/{lang:lang}/case/messages",
+        lambda c: c.page_form({"body": "One more thing."}, "/nb/case/messages"),
+        # Without a session nothing is stored; the page keeps the typed text (401).
+        reporter_page(303, outsider=401),
+        fresh=Fresh.CASE,
+    ),
+    Route(
+        "POST",
+        "/{lang:lang}/case/retaliation",
+        lambda c: c.page_form({"body": "They froze me out."}, "/nb/case/retaliation"),
+        reporter_page(303, outsider=401),
+        fresh=Fresh.CASE,
+    ),
+    # A form's address opened directly goes back to the case page.
+    Route(
+        "GET",
+        "/{lang:lang}/case/messages",
+        lambda c: c.request("GET", "/nb/case/messages"),
+        everyone(303),
+    ),
+    Route(
+        "GET",
+        "/{lang:lang}/case/logout",
+        lambda c: c.request("GET", "/nb/case/logout"),
+        everyone(303),
+    ),
+    Route(
+        "GET",
+        "/{lang:lang}/case/files/{file_id}",
+        lambda c: c.request("GET", f"/nb/case/files/{c.scene.file_id}"),
+        reporter_page(200, other=404),
+    ),
+    Route(
+        "POST",
+        "/{lang:lang}/case/logout",
+        lambda c: c.request("POST", "/nb/case/logout", data={CSRF_FIELD: c.form_token()}),
+        everyone(303),
+        fresh=Fresh.SESSION,
+    ),
+)
+
+
+# --------------------------------------------------------------------------
+# The tests
+
+
+def app_routes(app: FastAPI) -> set[tuple[str, str]]:
+    """Every (method, path template) the app answers, HEAD only where it is registered."""
+    found: set[tuple[str, str]] = set()
+    for context in iter_route_contexts(app.routes):
+        route = context.original_route
+        if isinstance(route, Mount):
+            found.add(("GET", route.path_format))
+            continue
+        methods = set(context.methods or ())
+        if not isinstance(route, APIRoute) and "GET" in methods:
+            methods.discard("HEAD")  # Starlette adds it to every GET route by itself
+        path = context.path
+        assert path is not None, f"a route without a path: {route!r}"
+        found |= {(method, path) for method in methods}
+    return found
+
+
+def table_problems(table: list[tuple[str, str]], registered: set[tuple[str, str]]) -> list[str]:
+    """Each route the table lacks, has but the app does not, or has twice."""
+    doubled = sorted({key for key in table if table.count(key) > 1})
+    problems = [f"  missing from the table: {m} {p}" for m, p in sorted(registered - set(table))]
+    problems += [
+        f"  in the table but not in the app: {m} {p}" for m, p in sorted(set(table) - registered)
+    ]
+    problems += [f"  in the table twice: {m} {p}" for m, p in doubled]
+    return problems
+
+
+def test_every_route_is_in_the_table(world: World) -> None:
+    problems = table_problems([route.key for route in ROUTES], app_routes(world.app))
+
+    assert not problems, "ROUTES does not match the app's routes:\n" + "\n".join(problems)
+
+
+def test_the_route_check_names_what_is_missing_and_what_is_gone() -> None:
+    """Routes of included routers, explicit HEADs, plain routes and mounts are all seen."""
+    router = APIRouter(prefix="/api/v1/things")
+    router.add_api_route("/{thing_id}", lambda thing_id: {}, methods=["GET"])
+    router.add_api_route("/{thing_id}", lambda thing_id: {}, methods=["DELETE"])
+    outer = APIRouter()
+    outer.add_api_route("/ping", lambda: {}, methods=["GET", "HEAD"])
+    outer.include_router(router)
+    app = FastAPI(openapi_url="/openapi.json", docs_url=None, redoc_url=None)
+    app.include_router(outer)
+    app.mount("/files", StaticFiles(packages=[("varsling", "static")]))
+
+    registered = app_routes(app)
+
+    assert registered == {
+        ("GET", "/openapi.json"),
+        ("GET", "/ping"),
+        ("HEAD", "/ping"),
+        ("GET", "/api/v1/things/{thing_id}"),
+        ("DELETE", "/api/v1/things/{thing_id}"),
+        ("GET", "/files/{path}"),
+    }
+    table = [
+        ("GET", "/openapi.json"),
+        ("GET", "/ping"),
+        ("GET", "/ping"),
+        ("GET", "/api/v1/things/{thing_id}"),
+        ("POST", "/api/v1/things"),
+        ("GET", "/files/{path}"),
+    ]
+    assert table_problems(table, registered) == [
+        "  missing from the table: DELETE /api/v1/things/{thing_id}",
+        "  missing from the table: HEAD /ping",
+        "  in the table but not in the app: POST /api/v1/things",
+        "  in the table twice: GET /ping",
+    ]
+
+
+def test_every_row_names_every_role() -> None:
+    incomplete = [
+        f"{route.method} {route.path}: {sorted(set(ROLES) ^ set(route.expect))}"
+        for route in ROUTES
+        if set(route.expect) != set(ROLES)
+    ]
+    assert not incomplete, "rows without an answer for every role:\n" + "\n".join(incomplete)
+
+
+def _cells() -> Iterator[Any]:
+    for route in ROUTES:
+        for role in ROLES:
+            marks = []
+            if role in route.known:
+                marks.append(pytest.mark.xfail(strict=True, reason=route.known[role]))
+            yield pytest.param(route, role, id=f"{route.method} {route.path} | {role}", marks=marks)
+
+
+def answer(
+    world: World, route: Route, role: str, *, forged_tokens: bool = False
+) -> tuple[Cell, httpx.Response]:
+    """Send the row's request as `role`, from a browser holding only that role's cookie."""
+    cell = Cell(world, world.scene_for(role, route.fresh), role, forged_tokens=forged_tokens)
+    with world.browser(cell.scene.cookies.get(role)):
+        return cell, route.send(cell)
+
+
+@pytest.mark.parametrize(("route", "role"), list(_cells()))
+def test_route_answers_each_role(world: World, route: Route, role: str) -> None:
+    cell, response = answer(world, route, role)
+
+    expected = route.expect[role]
+    assert response.status_code == expected, (
+        f"{route.method} {route.path} as {role}: {response.status_code}, expected {expected}: "
+        f"{response.text[:300]}"
+    )
+    if expected == 409 and role == UNDECLARED:
+        assert response.json()["error"]["code"] == "declaration_required"
+    if route.check is not None and response.is_success:
+        route.check(cell, response)
+
+
+PAGE_POSTS = [r for r in ROUTES if r.method == "POST" and not r.path.startswith("/api/")]
+
+
+@pytest.mark.parametrize("route", PAGE_POSTS, ids=lambda r: f"{r.method} {r.path}")
+def test_page_forms_need_a_form_token_of_their_own_browser(world: World, route: Route) -> None:
+    """A reporter's form sent with a token made for another browser does nothing (400)."""
+    cell, response = answer(world, route, REPORTER, forged_tokens=True)
+
+    assert response.status_code == 400, response.text[:300]
+    with world.browser(cell.scene.cookies[REPORTER]):
+        still = world.client.get("/nb/case", follow_redirects=False)
+    assert still.status_code == 200, "the reporter's session did not survive a forged form"

@@ -453,3 +453,32 @@ def _decide_committed(
 ) -> None:
     with maker.begin() as session:
         decide_in(session, name)
+
+
+def test_a_handler_who_steps_aside_loses_the_keys_to_the_cases_requests_too(
+    client: TestClient, db: Session, settings: Settings, world: World
+) -> None:
+    kjell = make_user(db, settings, "kjell", units=(world.county,)).id
+    granted = client.post(
+        f"/api/v1/cases/{world.case_id}/grants",
+        json={"user_id": kjell},
+        headers=login(client, "hanne"),
+    )
+    assert granted.status_code == 201, granted.text
+    request_id = ask(client, world).json()["id"]
+    db.rollback()
+    assert db.get(IdentityRequestKey, (request_id, kjell)) is not None
+
+    recused = client.post(
+        f"/api/v1/cases/{world.case_id}/declaration",
+        json={"conflict": True, "reason": "Nabo av en av de involverte"},
+        headers=login(client, "kjell"),
+    )
+
+    assert recused.status_code == 201, recused.text
+    db.rollback()
+    assert db.get(IdentityRequestKey, (request_id, kjell)) is None
+    assert db.get(IdentityRequestKey, (request_id, world.users["hanne"])) is not None
+    assert kjell not in set(
+        db.execute(select(CaseKey.user_id).where(CaseKey.case_id == world.case_id)).scalars()
+    )

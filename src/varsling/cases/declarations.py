@@ -27,7 +27,16 @@ from sqlalchemy.orm import Session
 from varsling import audit, crypto
 from varsling.accounts.service import StaffPrincipal
 from varsling.cases import exclusions, keys, manifest
-from varsling.cases.models import Case, CaseDeclaration, CaseKey, EntryKind, KeyPurpose, Risk
+from varsling.cases.models import (
+    Case,
+    CaseDeclaration,
+    CaseKey,
+    EntryKind,
+    IdentityRequest,
+    IdentityRequestKey,
+    KeyPurpose,
+    Risk,
+)
 from varsling.config import Settings
 from varsling.errors import Conflict, InvalidInput
 
@@ -274,6 +283,15 @@ def _recuse(
     )
     session.execute(
         delete(CaseKey).where(CaseKey.case_id == case.id, CaseKey.user_id == principal.user_id)
+    )
+    # The keys to the case's identity requests too: their justifications and reasons.
+    session.execute(
+        delete(IdentityRequestKey).where(
+            IdentityRequestKey.user_id == principal.user_id,
+            IdentityRequestKey.request_id.in_(
+                select(IdentityRequest.id).where(IdentityRequest.case_id == case.id)
+            ),
+        )
     )
     exclusions.add_exclusions(session, settings, case.id, [principal.user_id])
     return Recusal(routed_to, added)

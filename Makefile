@@ -34,8 +34,12 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests bench migrations
 	$(BIN)/ruff check --fix src tests bench migrations
 
+# Two pytest workers (pytest-xdist), each with its own databases; `TEST_WORKERS=0`
+# runs the suite in one process, as plain `pytest` does.
+TEST_WORKERS ?= 2
+
 test: lint browser-deps
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 # Debian's chromium and axe-core for the browser tests; quick when both are present.
 browser-deps:

@@ -254,11 +254,13 @@ def watch(page: Page) -> PageWatch:
     return seen
 
 
-def takes_focus(page: Page, selector: str, timeout_ms: float = 5000) -> bool:
+def takes_focus(page: Page, selector: str, timeout_ms: float = 20_000) -> bool:
     """Whether the element at `selector` gets focus on its own (autofocus), within the timeout.
 
     Chromium applies `autofocus` in a rendering step after the load event, so
-    checking at once races it.
+    checking at once races it; on a loaded machine (two test workers, each with
+    its chromium) that step has been seen to take more than five seconds. The
+    wait ends as soon as the element has focus.
     """
     try:
         page.wait_for_function(

@@ -487,6 +487,36 @@ def test_a_check_in_question_is_answered_on_the_case_page(
     ]
 
 
+def test_a_check_in_answer_or_send_up_after_the_session_ended_is_refused_plainly(
+    client: TestClient, case: Case, db: Session
+) -> None:
+    """Nothing is done, the page says so (not a redirect that could pass for success),
+    and what the reporter wrote about what happened to them is shown back."""
+    from varsling.cases.models import CheckIn
+
+    checkin = CheckIn(case_id=case.case_id, round=1, sent_on=dt.date.today())
+    db.add(checkin)
+    db.commit()
+    page = logged_in(client, case.code, "en")
+    token = form_token(page)
+    client.cookies.clear()
+
+    answered = client.post(
+        f"/en/case/checkins/{checkin.id}",
+        data={CSRF_FIELD: token, "answer": "yes", "details": "They froze me out."},
+        follow_redirects=False,
+    )
+    sent_up = client.post("/en/case/send-up", data={CSRF_FIELD: token}, follow_redirects=False)
+
+    assert answered.status_code == 401
+    assert "Nothing was sent" in answered.text
+    assert "They froze me out." in answered.text
+    assert sent_up.status_code == 401
+    assert "Nothing was sent" in sent_up.text
+    db.refresh(checkin)
+    assert checkin.answered_on is None
+
+
 def test_an_empty_reply_is_refused_and_nothing_is_stored(
     client: TestClient, case: Case, db: Session
 ) -> None:

@@ -727,6 +727,25 @@ def back_to_linked_case(language: PageLanguage, reference: str) -> RedirectRespo
 # Sending an unanswered case up; answering a check-in
 
 
+def _not_sent(
+    request: Request, language: Language, *, body: str = "", retaliation: bool = False
+) -> HTMLResponse:
+    """A form sent without a session: nothing was done, and what was typed is kept (401)."""
+    settings = _settings(request)
+    return render_page(
+        request,
+        language,
+        "case_session_ended.html",
+        {
+            "body": body,
+            "file_names": [],
+            "retaliation": retaliation,
+            "session_length": format_minutes(settings.reporter_session_minutes, language),
+        },
+        status_code=401,
+    )
+
+
 def _record_refusal(session: Session, refused: VarslingError) -> None:
     if refused.refusal is not None:
         audit.record(
@@ -746,7 +765,8 @@ async def _receive_send_up(request: Request, language: Language, reference: str 
     form = await request.form(max_files=0, max_fields=20)
     login = await _current_login(request)
     if login is None:
-        return _to_follow_up(language)
+        # Said plainly: a redirect to the login page could pass for "sent up".
+        return _not_sent(request, language)
     form_check = check_csrf(request, _form_text(form.get(CSRF_FIELD)))
     if form_check != "ok":
         draft = MessageDraft(form_check=form_check)
@@ -802,10 +822,11 @@ async def _receive_checkin(
 ) -> Response:
     form = await request.form(max_files=0, max_fields=20)
     login = await _current_login(request)
-    if login is None:
-        return _to_follow_up(language)
     answer = _form_text(form.get(ANSWER_FIELD))
     details = _form_text(form.get(DETAILS_FIELD)).replace("\x00", "").strip()
+    if login is None:
+        # What the reporter wrote about what happened to them is shown back, not lost.
+        return _not_sent(request, language, body=details, retaliation=answer == "yes")
     draft = CheckInDraft(checkin_id, details)
     form_check = check_csrf(request, _form_text(form.get(CSRF_FIELD)))
     if form_check != "ok":

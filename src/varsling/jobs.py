@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,8 +32,9 @@ def _insert_once(session: Session, model: type[Any], **values: Any) -> bool:
     whose commit it waits for); True if this call inserted it."""
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    result = session.execute(insert(model).values(**values).on_conflict_do_nothing())
-    return int(cast("CursorResult[Any]", result).rowcount) == 1
+    # RETURNING, not rowcount: an ORM-enabled INSERT does not report one on psycopg.
+    statement = insert(model).values(**values).on_conflict_do_nothing()
+    return session.execute(statement.returning(*model.__table__.primary_key)).first() is not None
 
 
 def due_round(concluded_on: dt.date, rounds: tuple[int, ...], today: dt.date) -> int | None:

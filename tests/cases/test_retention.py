@@ -447,3 +447,39 @@ def test_discard_is_allowed_after_acknowledgement(
 
     assert response.status_code == 200
     assert client.get(f"/api/v1/cases/{case_id}", headers=hanne).status_code == 404
+
+
+def test_a_case_with_a_live_retaliation_case_stays_and_cannot_be_discarded(
+    client: TestClient, db: Session, engine: Engine, settings: Settings, world: dict[str, Any]
+) -> None:
+    case_id, hanne = world["doomed_id"], world["hanne"]
+    reporter = reporter_login(client, world["doomed"])
+    opened = client.post(
+        "/api/v1/reporter/case/retaliation",
+        json={"body": "I was moved off the board after reporting."},
+        headers=reporter,
+    )
+    assert opened.status_code == 201, opened.text
+    (linked_id,) = client.get(f"/api/v1/cases/{case_id}", headers=hanne).json()["retaliation_cases"]
+    refused = client.post(
+        f"/api/v1/cases/{case_id}/discard", json={"reason": "duplicate"}, headers=hanne
+    )
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "not_discardable"
+
+    _close(client, hanne, case_id)
+    today = utcnow().date()
+    _back_date_closing(engine, case_id, add_months(today, -6))
+    assert client.get(f"/api/v1/cases/{case_id}", headers=hanne).json()["deletion_due"] is None
+    maker = make_sessionmaker(engine)
+
+    assert jobs.apply_retention(maker, settings, today) == 0
+    assert client.get(f"/api/v1/cases/{case_id}", headers=hanne).status_code == 200
+    # Once the retaliation case is gone (closed and past retention too), the first goes.
+    declare(client, hanne, linked_id)
+    _close(client, hanne, linked_id)
+    _back_date_closing(engine, linked_id, add_months(today, -6))
+    assert jobs.apply_retention(maker, settings, today) == 1
+    assert jobs.apply_retention(maker, settings, today) == 1
+    assert client.get(f"/api/v1/cases/{case_id}", headers=hanne).status_code == 404
+    assert [e.case_id for e in _events(db, "case.deleted")] == [linked_id, case_id]

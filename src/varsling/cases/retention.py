@@ -73,17 +73,25 @@ class NotDiscardable(Conflict):
     code = "not_discardable"
 
 
+def has_linked_cases(session: Session, case_id: str) -> bool:
+    """Whether a retaliation case linked to this one lives: the reporter reaches it
+    with this case's code, so this case must stay while it does."""
+    linked = select(Case.id).where(Case.linked_case_id == case_id).limit(1)
+    return session.execute(linked).first() is not None
+
+
 # --------------------------------------------------------------------------
 # Deletion
 
 
-def deletion_due(case: Case, settings: Settings) -> dt.date | None:
-    """The first day `varsling jobs run` deletes the case; None while it is not closed.
+def deletion_due(case: Case, settings: Settings, *, linked: bool = False) -> dt.date | None:
+    """The first day `varsling jobs run` deletes the case; None while it is not closed,
+    or while a retaliation case linked to it lives (`linked`).
 
     Retention ends `retention_months` after closing; a hold keeps the case
     through its review day, so it goes the day after at the earliest.
     """
-    if case.status != Status.CLOSED.value or case.closed_on is None:
+    if case.status != Status.CLOSED.value or case.closed_on is None or linked:
         return None
     due = service.add_months(case.closed_on, settings.retention_months)
     if case.hold_review_on is not None:
@@ -162,9 +170,11 @@ def due_for_deletion(session: Session, settings: Settings, today: dt.date) -> li
         )
         .order_by(Case.id)
     ).scalars()
-    return [
-        c.id for c in candidates if (due := deletion_due(c, settings)) is not None and due <= today
-    ]
+    due = [c.id for c in candidates if (day := deletion_due(c, settings)) and day <= today]
+    linked = set(
+        session.execute(select(Case.linked_case_id).where(Case.linked_case_id.in_(due))).scalars()
+    )
+    return [case_id for case_id in due if case_id not in linked]
 
 
 def delete_due(session: Session, settings: Settings, case_ids: list[str], today: dt.date) -> int:
@@ -178,9 +188,9 @@ def delete_due(session: Session, settings: Settings, case_ids: list[str], today:
     ).scalars()
     deleted = 0
     for case in list(locked):
-        due = deletion_due(case, settings)
+        due = deletion_due(case, settings, linked=has_linked_cases(session, case.id))
         if due is None or due > today:
-            continue  # closed again, or held, since the ids were read
+            continue  # held, or a retaliation case was linked to it, since the ids were read
         closed_on = case.closed_on
         deleted += delete_case(
             session,
@@ -265,7 +275,13 @@ def place_hold(
             **manifest.audit_tag(session, case_id, opened.key),
         },
     )
-    return hold_answer(opened.case, settings, reason=reason, placed_on=today)
+    return hold_answer(
+        opened.case,
+        settings,
+        reason=reason,
+        placed_on=today,
+        linked=has_linked_cases(session, case_id),
+    )
 
 
 def lift_hold(
@@ -290,13 +306,24 @@ def lift_hold(
         case_id=case_id,
         details={"review_on": held.isoformat()},
     )
-    return hold_answer(opened.case, settings, reason=None, placed_on=None)
+    return hold_answer(
+        opened.case,
+        settings,
+        reason=None,
+        placed_on=None,
+        linked=has_linked_cases(session, case_id),
+    )
 
 
 def hold_answer(
-    case: Case, settings: Settings, *, reason: str | None, placed_on: dt.date | None
+    case: Case,
+    settings: Settings,
+    *,
+    reason: str | None,
+    placed_on: dt.date | None,
+    linked: bool,
 ) -> dict[str, Any]:
-    due = deletion_due(case, settings)
+    due = deletion_due(case, settings, linked=linked)
     hold = (
         {
             "review_on": case.hold_review_on.isoformat(),
@@ -324,7 +351,20 @@ def discard_case(
     to them first (docs/design.md, "Retention").
     """
     opened = service.open_case(session, settings, principal, case_id)
+    # Locked before the checks: no status change or new linked case slips in between.
+    session.execute(select(Case.id).where(Case.id == case_id).with_for_update())
+    session.refresh(opened.case)
     status = Status(opened.case.status)
+    if has_linked_cases(session, case_id):
+        raise NotDiscardable(
+            "A case with a linked retaliation case cannot be discarded: the reporter follows "
+            "that case with this case's code."
+        ).audited(
+            actor=principal.actor,
+            action="case.discard_refused",
+            case_id=case_id,
+            details={"status": status.value, "discard_reason": reason.value, "linked": True},
+        )
     if status not in DISCARDABLE:
         raise NotDiscardable(
             f"A case that is {status.value} cannot be discarded: only a received or "

@@ -385,6 +385,7 @@ def read_case(
         settings,
         reason=hold.reason if hold else None,
         placed_on=hold.placed_on if hold else None,
+        linked=bool(answer["retaliation_cases"]),
     )
     audit.record(session, actor=principal.actor, action="case.read", case_id=case_id)
     answer["integrity"] = manifest.answer(

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -16,7 +17,7 @@ from tests.factories import declare, login, make_unit, make_user, report, report
 from varsling import audit, crypto, jobs
 from varsling.accounts.models import ReporterSession
 from varsling.accounts.service import staff_principal, utcnow
-from varsling.cases import keys
+from varsling.cases import keys, retention
 from varsling.cases.models import (
     Attachment,
     AttachmentChunk,
@@ -36,6 +37,7 @@ from varsling.cases.models import (
 from varsling.cases.service import add_months, open_entry
 from varsling.config import Settings
 from varsling.db import make_sessionmaker
+from varsling.models import Base
 from varsling.reports import service as reports
 
 CASE_TABLES = (
@@ -483,3 +485,63 @@ def test_a_case_with_a_live_retaliation_case_stays_and_cannot_be_discarded(
     assert jobs.apply_retention(maker, settings, today) == 1
     assert client.get(f"/api/v1/cases/{case_id}", headers=hanne).status_code == 404
     assert [e.case_id for e in _events(db, "case.deleted")] == [linked_id, case_id]
+
+
+KEY_TABLES = {
+    "case_keys",
+    "reporter_access",
+    "reporter_sessions",
+    "reporter_links",
+    "identity_request_keys",
+}
+
+
+def _tables_of_a_case() -> set[str]:
+    """Every table that refers to cases, directly or through another such table."""
+    found = {"cases"}
+    grew = True
+    while grew:
+        before = len(found)
+        for table in Base.metadata.sorted_tables:
+            if any(fk.column.table.name in found for fk in table.foreign_keys):
+                found.add(table.name)
+        grew = len(found) > before
+    return found
+
+
+def test_deletion_destroys_every_key_before_any_content_and_leaves_no_row(
+    client: TestClient, db: Session, engine: Engine, world: dict[str, Any]
+) -> None:
+    case_id = world["doomed_id"]
+    reporter_login(client, world["doomed"])
+    statements: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith(("DELETE", "UPDATE")):
+            statements.append(statement)
+
+    with make_sessionmaker(engine).begin() as session:
+        event.listen(engine, "before_cursor_execute", note)
+        try:
+            assert retention.delete_case(
+                session, case_id, reason=retention.DeletionReason.RETENTION, actor=audit.SYSTEM
+            )
+        finally:
+            event.remove(engine, "before_cursor_execute", note)
+
+    touched = [
+        re.split(r"\s+", s.strip())[2 if s.lstrip().upper().startswith("DELETE") else 1]
+        for s in statements
+    ]
+    first_content = next(i for i, t in enumerate(touched) if t not in KEY_TABLES)
+    assert set(touched[:first_content]) == KEY_TABLES
+    assert touched[-1] == "cases"
+    # No table that refers to a case (now or added later) keeps a row of it.
+    assert set(touched) >= _tables_of_a_case()
+    for name in _tables_of_a_case():
+        table = Base.metadata.tables[name]
+        if "case_id" in table.c:
+            assert (
+                db.scalar(select(func.count()).select_from(table).where(table.c.case_id == case_id))
+                == 0
+            ), name

@@ -11,8 +11,9 @@ import sys
 import uuid
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -293,3 +294,37 @@ def test_two_runs_at_once_send_each_checkin_and_delete_each_case_once(
     stdout, stderr = again.communicate(timeout=300)
     assert again.returncode == 0, stderr
     assert _counts(stdout) == {"Check-ins": 0, "Overdue": 0, "Retention": 0, "Sessions": 0}
+
+
+def test_a_case_being_deleted_gets_no_checkin_or_flag_and_blocks_nothing(
+    db: Session, engine: Engine, settings: Settings
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite lets one writer in at a time: nothing runs beside a deletion")
+    unit = make_unit(db)
+    today = utcnow().date()
+    case_ids = _add_cases(
+        engine,
+        [
+            _bare_case(
+                unit.id,
+                received_on=add_months(today, -14),
+                status=Status.CONCLUDED,
+                concluded_on=add_months(today, -13),
+            ),
+            _bare_case(unit.id, received_on=add_months(today, -14)),
+        ],
+    )
+    maker = make_sessionmaker(engine)
+    with maker() as deleter:
+        # Deletions under way: the case rows locked, their rows going.
+        deleter.execute(select(Case).where(Case.id.in_(case_ids)).with_for_update())
+        with maker.begin() as session:
+            session.execute(text("SET LOCAL lock_timeout = '3s'"))
+            assert jobs.send_due_checkins(session, settings, today) == 0
+            assert jobs.flag_overdue(session, today) == 0
+        deleter.rollback()
+
+    with maker.begin() as session:
+        assert jobs.send_due_checkins(session, settings, today) == 1
+        assert jobs.flag_overdue(session, today) == 2

@@ -4,6 +4,8 @@ Safe to run twice and from two machines at once: each check-in and flag is
 one row under a unique key, inserted with ON CONFLICT DO NOTHING and audited
 only by the run whose row went in; a case is deleted by the run that locked
 it (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite has one writer at a time).
+The cases that get a check-in or a flag are key-share locked, skipping those
+a deletion holds, so no row is written for a case deleted meanwhile.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ def send_due_checkins(session: Session, settings: Settings, today: dt.date) -> i
             Case.concluded_on <= today - dt.timedelta(days=28 * rounds[0]),
         )
         .order_by(Case.id)
+        .with_for_update(key_share=True, skip_locked=True)
     ).all()
     sent = 0
     for case_id, concluded_on in concluded:
@@ -98,6 +101,7 @@ def flag_overdue(session: Session, today: dt.date) -> int:
             )
         )
         .order_by(Case.id)
+        .with_for_update(key_share=True, skip_locked=True)
     ).scalars()
     flagged = 0
     for case in list(late):

@@ -191,13 +191,8 @@ def delete_due(session: Session, settings: Settings, case_ids: list[str], today:
         due = deletion_due(case, settings, linked=has_linked_cases(session, case.id))
         if due is None or due > today:
             continue  # held, or a retaliation case was linked to it, since the ids were read
-        closed_on = case.closed_on
         deleted += delete_case(
-            session,
-            case.id,
-            reason=DeletionReason.RETENTION,
-            actor=audit.SYSTEM,
-            details={"closed_on": closed_on.isoformat() if closed_on else None},
+            session, case.id, reason=DeletionReason.RETENTION, actor=audit.SYSTEM
         )
     return deleted
 

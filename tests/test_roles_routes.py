@@ -544,6 +544,21 @@ def reporter_page(status: int, *, other: int | None = None, outsider: int = 303)
     }
 
 
+def hold_body(reason: str) -> dict[str, str]:
+    review_on = dt.date.today() + dt.timedelta(days=90)
+    return {"reason": reason, "review_on": review_on.isoformat()}
+
+
+def lift_hold(cell: Cell) -> httpx.Response:
+    """The handler places a hold on the (fresh) case; the cell's role lifts it."""
+    url = f"/api/v1/cases/{cell.scene.case_id}/hold"
+    placed = cell.client.post(
+        url, json=hold_body("Keep it."), headers=bearer(cell.scene.tokens[HANDLER])
+    )
+    assert placed.status_code == 201, placed.text
+    return cell.request("DELETE", url)
+
+
 def send_web_report(cell: Cell) -> httpx.Response:
     """Open the form for the town (as this browser), fill it in and send it."""
     page = cell.request("GET", f"/nb/report?unit={cell.world.units['town']}")
@@ -764,6 +779,25 @@ ROUTES: tuple[Route, ...] = (
             json={"user_id": c.world.grantee_id},
         ),
         case_route(201),
+        fresh=Fresh.CASE,
+    ),
+    Route(
+        "POST",
+        f"{CASE}/hold",
+        lambda c: c.request(
+            "POST", f"/api/v1/cases/{c.scene.case_id}/hold", json=hold_body("A lawsuit is due.")
+        ),
+        case_route(201),
+        fresh=Fresh.CASE,
+    ),
+    Route("DELETE", f"{CASE}/hold", lift_hold, case_route(200), fresh=Fresh.CASE),
+    Route(
+        "POST",
+        f"{CASE}/discard",
+        lambda c: c.request(
+            "POST", f"/api/v1/cases/{c.scene.case_id}/discard", json={"reason": "duplicate"}
+        ),
+        case_route(200),
         fresh=Fresh.CASE,
     ),
     Route(

@@ -47,6 +47,7 @@ COMMANDS: list[tuple[str, ...]] = [
     ("sessions", "purge"),
     # Without --public-key it checks against the configured key; with it, it is offline.
     ("receipt", "verify", "never-read.txt"),
+    ("jobs", "run"),
 ]
 
 
@@ -360,6 +361,6 @@ def test_every_command_is_among_those_proven_to_check_the_secrets() -> None:
             return [p for name, sub in subcommands.items() for p in paths(sub, (*prefix, name))]
         return [prefix]
 
-    groups = {"unit", "user", "audit", "keys", "sessions", "receipt"}
+    groups = {"unit", "user", "audit", "keys", "sessions", "receipt", "jobs"}
     checked = {command[:2] if command[0] in groups else command[:1] for command in COMMANDS}
     assert set(paths(typer.main.get_command(app), ())) - checked == set()

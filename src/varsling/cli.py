@@ -1,4 +1,4 @@
-"""The `varsling` command: serve, migrate, units, users, audit."""
+"""The `varsling` command: serve, migrate, units, users, audit, jobs."""
 
 from __future__ import annotations
 
@@ -29,12 +29,14 @@ audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 keys_app = typer.Typer(help="The installation signing key.", no_args_is_help=True)
 sessions_app = typer.Typer(help="Staff and reporter sessions.", no_args_is_help=True)
 receipt_app = typer.Typer(help="Reporters' signed receipts.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Scheduled work (cron or a systemd timer).", no_args_is_help=True)
 app.add_typer(unit_app, name="unit")
 app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.add_typer(sessions_app, name="sessions")
 app.add_typer(receipt_app, name="receipt")
+app.add_typer(jobs_app, name="jobs")
 
 
 def _installation(**options: Any) -> secrets_binding.Installation:
@@ -598,6 +600,26 @@ def sessions_purge() -> None:
     with _transaction(_settings()) as session:
         removed = accounts.purge_sessions(session)
     typer.echo(f"Removed {removed} expired sessions.")
+
+
+@jobs_app.command("run")
+def jobs_run() -> None:
+    """Send due check-ins, flag overdue cases, delete cases past retention, purge sessions.
+
+    Run it daily or hourly from cron or a systemd timer; running it twice, or
+    on two machines at once, does each thing once. One line per part, with counts.
+    """
+    from varsling import jobs
+
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    try:
+        jobs.run(make_sessionmaker(engine), settings, now=accounts.utcnow(), report=typer.echo)
+    except VarslingError as exc:
+        typer.echo(f"Error: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        engine.dispose()
 
 
 if __name__ == "__main__":

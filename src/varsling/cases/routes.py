@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from varsling import audit
 from varsling.accounts.service import utcnow
 from varsling.authz import AppSettings, Staff
-from varsling.cases import attachments, declarations, grants, service
+from varsling.cases import attachments, declarations, grants, retention, service
 from varsling.cases.models import Attachment
 from varsling.cases.schemas import (
     CaseListOut,
@@ -21,7 +21,11 @@ from varsling.cases.schemas import (
     CaseSummaryOut,
     DeclarationIn,
     DeclarationOut,
+    DiscardIn,
+    DiscardOut,
     GrantIn,
+    HoldIn,
+    HoldStateOut,
     NoteIn,
     StatusIn,
 )
@@ -93,6 +97,46 @@ def grant_access(
         session, settings, principal, case_id, user_id=body.user_id, today=utcnow().date()
     )
     return {"status": "granted", "user_id": body.user_id}
+
+
+@router.post("/{case_id}/hold", response_model=HoldStateOut, status_code=201)
+def place_hold(
+    case_id: str, body: HoldIn, principal: Staff, session: DbSession, settings: AppSettings
+) -> dict[str, Any]:
+    """Keep the case past retention until the review day; the reason is sealed in the case.
+
+    422 invalid_review_date unless the day is after today and at most 10 years ahead.
+    A new hold replaces the one in force.
+    """
+    return retention.place_hold(
+        session,
+        settings,
+        principal,
+        case_id,
+        reason=body.reason,
+        review_on=body.review_on,
+        today=utcnow().date(),
+    )
+
+
+@router.delete("/{case_id}/hold", response_model=HoldStateOut)
+def lift_hold(
+    case_id: str, principal: Staff, session: DbSession, settings: AppSettings
+) -> dict[str, Any]:
+    """End the hold (409 no_hold if there is none): the case follows retention again."""
+    return retention.lift_hold(session, settings, principal, case_id, today=utcnow().date())
+
+
+@router.post("/{case_id}/discard", response_model=DiscardOut)
+def discard_case(
+    case_id: str, body: DiscardIn, principal: Staff, session: DbSession, settings: AppSettings
+) -> dict[str, Any]:
+    """Delete a report found manifestly out of scope at triage, at once and for good.
+
+    Only while received or acknowledged (409 not_discardable otherwise). The
+    reporter's case code opens nothing afterwards: write to them first.
+    """
+    return retention.discard_case(session, settings, principal, case_id, reason=body.reason)
 
 
 @router.post("/{case_id}/messages", status_code=201)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
 
 from pydantic import BaseModel, Field, StrictBool, StringConstraints, model_validator
 
 from varsling.cases.models import Risk, Status
+from varsling.cases.retention import DiscardReason
 from varsling.reports.schemas import (
     FileOut,
     Id,
@@ -64,6 +66,19 @@ class CheckInAnswerOut(BaseModel):
     details: str | None
 
 
+class HoldOut(BaseModel):
+    review_on: str
+    reason: str | None
+    placed_on: str | None
+
+
+class HoldStateOut(BaseModel):
+    """A case's retention: the hold in force, if any, and the day it will be deleted."""
+
+    hold: HoldOut | None
+    deletion_due: str | None
+
+
 class CaseOut(CaseSummaryOut):
     report: dict[str, object] | None
     has_identity: bool
@@ -77,6 +92,8 @@ class CaseOut(CaseSummaryOut):
         description="Ids of the retaliation cases the reporter opened on this case."
     )
     checkin_answers: list[CheckInAnswerOut]
+    hold: HoldOut | None
+    deletion_due: str | None
     integrity: IntegrityOut
 
 
@@ -172,3 +189,19 @@ class IdentityDecisionOut(BaseModel):
 
 class IdentityOut(BaseModel):
     identity: dict[str, object]
+
+
+class HoldIn(StrictModel):
+    """Keep a closed case past retention until the review day (a reason is required)."""
+
+    reason: Reason
+    review_on: dt.date
+
+
+class DiscardIn(StrictModel):
+    reason: DiscardReason
+
+
+class DiscardOut(BaseModel):
+    status: str
+    reason: str

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from varsling import audit, crypto
 from varsling.accounts.service import StaffPrincipal
-from varsling.cases import attachments, declarations, keys, manifest
+from varsling.cases import attachments, declarations, keys, manifest, retention
 from varsling.cases.models import (
     Attachment,
     Case,
@@ -379,6 +379,14 @@ def read_case(
         "retaliation_cases": retaliation_cases(session, case_id),
         "checkin_answers": checkin_answers(session, case_id, reader),
     }
+    hold = retention.current_hold(session, opened.case, reader)
+    answer |= retention.hold_answer(
+        opened.case,
+        settings,
+        reason=hold.reason if hold else None,
+        placed_on=hold.placed_on if hold else None,
+        linked=bool(answer["retaliation_cases"]),
+    )
     audit.record(session, actor=principal.actor, action="case.read", case_id=case_id)
     answer["integrity"] = manifest.answer(
         session, case_id=case_id, actor=principal.actor, problem=reader.problem(found)

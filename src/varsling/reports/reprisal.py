@@ -229,7 +229,8 @@ def open_retaliation_case(
     today = today or utcnow().date()
     link_key = _link_key(principal)
     first_id = principal.first_case_id or principal.case_id
-    first = session.get(Case, first_id)
+    # Locked (key share) so that retention cannot delete the first case under a new link.
+    first = session.get(Case, first_id, with_for_update={"key_share": True})
     if first is None:
         raise NotFound("This case no longer exists.")
     verifying_key = settings.signing_public_key

@@ -288,49 +288,21 @@ def open_retaliation_case(
         payload["description"] = body
     if checkin_round is not None:
         payload["checkin_round"] = checkin_round
-    report_entry = cases.add_entry(
-        session,
-        case_id=case_id,
-        kind=EntryKind.REPORT,
-        key=case_key,
-        payload=payload,
-        today=today,
-        in_manifest=False,
-    )
-    written = [report_entry]
     identity = cases.first_entry(
         session,
         principal.case_id,
         EntryKind.IDENTITY,
         cases.ContentReader(principal.identity_key),
     )
-    if identity is not None:
-        written.append(
-            cases.add_entry(
-                session,
-                case_id=case_id,
-                kind=EntryKind.IDENTITY,
-                key=identity_key,
-                payload=identity,
-                today=today,
-                in_manifest=False,
-            )
-        )
-    stored_files = [
-        attachments.store(
-            session,
-            sealed,
-            case_id=case_id,
-            key=case_key,
-            uploaded_by="reporter",
-            today=today,
-            entry_id=report_entry.id,
-            in_manifest=False,
-        )
-        for sealed in files
-    ]
-    manifest_tag = manifest.seal_new_case(
-        session, case_id, case_key, entries=written, files=stored_files
+    stored_files, manifest_tag = service.seal_new_content(
+        session,
+        case_id=case_id,
+        case_key=case_key,
+        identity_key=identity_key,
+        report=payload,
+        identity=identity,
+        files=files,
+        today=today,
     )
     audit.record(
         session,

@@ -28,6 +28,7 @@ from varsling.accounts.service import (
 from varsling.cases import attachments, exclusions, identity, keys, manifest
 from varsling.cases import service as cases
 from varsling.cases.models import (
+    Attachment,
     Case,
     EntryKind,
     KeyPurpose,
@@ -430,57 +431,15 @@ def submit_report(
             ),
         )
     )
-    report_entry = cases.add_entry(
+    stored_files, manifest_tag = seal_new_content(
         session,
         case_id=case_id,
-        kind=EntryKind.REPORT,
-        key=case_key,
-        payload={"category": category, **report},
+        case_key=case_key,
+        identity_key=identity_key,
+        report={"category": category, **report},
+        identity=identity,
+        files=files,
         today=today,
-        in_manifest=False,
-    )
-    written = [report_entry]
-    if report.get("involved"):
-        # Sealed again on its own: a handler reads only this (with category, unit and
-        # dates) to judge a conflict of interest before the case opens to them.
-        written.append(
-            cases.add_entry(
-                session,
-                case_id=case_id,
-                kind=EntryKind.INVOLVED,
-                key=case_key,
-                payload={"involved": report["involved"]},
-                today=today,
-                in_manifest=False,
-            )
-        )
-    stored_files = [
-        attachments.store(
-            session,
-            sealed,
-            case_id=case_id,
-            key=case_key,
-            uploaded_by="reporter",
-            today=today,
-            entry_id=report_entry.id,
-            in_manifest=False,
-        )
-        for sealed in files
-    ]
-    if identity:
-        written.append(
-            cases.add_entry(
-                session,
-                case_id=case_id,
-                kind=EntryKind.IDENTITY,
-                key=identity_key,
-                payload=identity,
-                today=today,
-                in_manifest=False,
-            )
-        )
-    manifest_tag = manifest.seal_new_case(
-        session, case_id, case_key, entries=written, files=stored_files
     )
     audit.record(
         session,
@@ -541,6 +500,72 @@ def _receipt(
         day=today,
         submission=receipts.submission_value(case_key, canonical),
     )
+
+
+def seal_new_content(
+    session: Session,
+    *,
+    case_id: str,
+    case_key: bytes,
+    identity_key: bytes,
+    report: dict[str, Any],
+    identity: dict[str, Any] | None,
+    files: Iterable[attachments.SealedFile],
+    today: dt.date,
+) -> tuple[list[Attachment], dict[str, str]]:
+    """A new case's report, its files and the identity, sealed, and its first manifest
+    over all of them; the stored files and the manifest's audit tag."""
+    report_entry = cases.add_entry(
+        session,
+        case_id=case_id,
+        kind=EntryKind.REPORT,
+        key=case_key,
+        payload=report,
+        today=today,
+        in_manifest=False,
+    )
+    written = [report_entry]
+    if report.get("involved"):
+        # Sealed again on its own: a handler reads only this (with category, unit and
+        # dates) to judge a conflict of interest before the case opens to them.
+        written.append(
+            cases.add_entry(
+                session,
+                case_id=case_id,
+                kind=EntryKind.INVOLVED,
+                key=case_key,
+                payload={"involved": report["involved"]},
+                today=today,
+                in_manifest=False,
+            )
+        )
+    stored_files = [
+        attachments.store(
+            session,
+            sealed,
+            case_id=case_id,
+            key=case_key,
+            uploaded_by="reporter",
+            today=today,
+            entry_id=report_entry.id,
+            in_manifest=False,
+        )
+        for sealed in files
+    ]
+    if identity:
+        written.append(
+            cases.add_entry(
+                session,
+                case_id=case_id,
+                kind=EntryKind.IDENTITY,
+                key=identity_key,
+                payload=identity,
+                today=today,
+                in_manifest=False,
+            )
+        )
+    tag = manifest.seal_new_case(session, case_id, case_key, entries=written, files=stored_files)
+    return stored_files, tag
 
 
 # --------------------------------------------------------------------------

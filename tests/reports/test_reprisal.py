@@ -598,3 +598,35 @@ def test_another_reporter_cannot_answer_a_check_in(
         ).status_code
         == 422
     )
+
+
+def test_a_retaliation_case_has_the_shorter_deadlines_also_after_acknowledgement(
+    client: TestClient, db: Session, world: dict[str, Any], settings: Settings
+) -> None:
+    _retaliate(client, reporter_login(client, world["code"]))
+    [linked] = _linked(db, world["first"])
+    today = utcnow().date()
+    assert linked.priority == "high"
+    assert linked.category == "retaliation"
+    ack_due = today + dt.timedelta(days=settings.retaliation_acknowledgement_days)
+    assert linked.acknowledgement_due == ack_due
+    assert linked.feedback_due == add_months(ack_due, settings.retaliation_feedback_months)
+    hanne = login(client, "hanne")
+    listed = client.get("/api/v1/cases", headers=hanne).json()["items"]
+    assert listed[0]["id"] == linked.id  # retaliation cases first
+
+    declare(client, hanne, linked.id)
+    acknowledged = client.post(
+        f"/api/v1/cases/{linked.id}/status", json={"status": "acknowledged"}, headers=hanne
+    )
+
+    assert acknowledged.status_code == 200, acknowledged.text
+    assert acknowledged.json()["feedback_due"] == (
+        add_months(today, settings.retaliation_feedback_months).isoformat()
+    )
+    # An ordinary case keeps the directive's three months.
+    declare(client, hanne, world["first"])
+    ordinary = client.post(
+        f"/api/v1/cases/{world['first']}/status", json={"status": "acknowledged"}, headers=hanne
+    )
+    assert ordinary.json()["feedback_due"] == add_months(today, 3).isoformat()

@@ -151,8 +151,10 @@ def conflict_check(
     }
 
 
-def require(session: Session, settings: Settings, principal: StaffPrincipal, case: Case) -> None:
-    """Refuse (409 declaration_required, audited) until the caller declared no conflict."""
+def require(
+    session: Session, settings: Settings, principal: StaffPrincipal, case: Case
+) -> Declaration:
+    """The caller's declaration of no conflict; else 409 declaration_required, audited."""
     found = find(session, settings, case.id, principal.user_id)
     if found is None or found.conflict:
         raise DeclarationRequired(
@@ -164,6 +166,7 @@ def require(session: Session, settings: Settings, principal: StaffPrincipal, cas
             case_id=case.id,
             details={"reason": "declaration_required"},
         )
+    return found
 
 
 @dataclass(frozen=True)

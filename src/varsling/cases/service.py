@@ -334,17 +334,15 @@ def read_case(
     needed to judge a conflict (declarations.conflict_check), audited too.
     """
     opened = open_held_case(session, principal, case_id)
-    declared = declarations.find(session, settings, case_id, principal.user_id)
-    if declared is None or declared.conflict:
-        refused = declarations.DeclarationRequired(
-            "Declare whether you have a conflict of interest in this case before it opens: "
-            f"POST /api/v1/cases/{case_id}/declaration. Until then you see only what you need "
-            "to judge that."
-        ).audited(actor=principal.actor, action="case.conflict_check_read", case_id=case_id)
+    try:
+        declared = declarations.require(session, settings, principal, opened.case)
+    except declarations.DeclarationRequired as refused:
+        # The one read that shows something before declaring: audited as that look.
+        refused.audited(actor=principal.actor, action="case.conflict_check_read", case_id=case_id)
         refused.body_extra = {
             "case": declarations.conflict_check(session, opened.case, opened.key, today=today)
         }
-        raise refused
+        raise
     found = manifest.check(session, case_id, opened.key)
     reader = ContentReader(opened.key)
     notes = []

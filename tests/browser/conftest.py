@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
@@ -335,3 +336,31 @@ def staff_login(page: Page, base: str, username: str, language: str = "en") -> N
         enrol_in_browser(page, username)
         page.goto(f"{base}/{language}/staff/")
     assert "/staff/login" not in page.url, f"{username} could not log in: {page.url}"
+
+
+def _enrol_over_http(base: str, username: str) -> None:
+    """Set two-factor up through the pages with httpx, as `enrol_in_browser` does in chromium."""
+    from tests.staff_web import enrol, staff_web_login
+
+    with httpx.Client(base_url=base) as client:
+        answer = staff_web_login(client, username, BROWSER_PASSWORD)
+        assert answer.headers.get("location", "").endswith("/staff/two-factor"), answer.text
+        done = enrol(client)
+    _ENROLLED[username] = _Enrolled(done.secret, done.step, list(done.recovery_codes))
+
+
+def staff_api_headers(base: str, username: str) -> dict[str, str]:
+    """A bearer token for the API; an account whose role needs two-factor sets it up first."""
+
+    def attempt() -> httpx.Response:
+        body = {"username": username, "password": BROWSER_PASSWORD}
+        if username in _ENROLLED:
+            body["code"] = _next_code(username)
+        return httpx.post(f"{base}/api/v1/sessions", json=body)
+
+    response = attempt()
+    if response.status_code == 403 and username not in _ENROLLED:
+        _enrol_over_http(base, username)
+        response = attempt()
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['token']}"}

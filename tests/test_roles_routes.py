@@ -892,6 +892,18 @@ ROUTES: tuple[Route, ...] = (
         lambda c: c.request("POST", "/api/v1/audit/checkpoints"),
         auditor_only(201),
     ),
+    Route(
+        "GET",
+        "/api/v1/audit/events",
+        lambda c: c.request("GET", "/api/v1/audit/events", params={"limit": "5"}),
+        auditor_only(200),
+    ),
+    Route(
+        "GET",
+        "/api/v1/statistics",
+        lambda c: c.request("GET", "/api/v1/statistics"),
+        auditor_only(200),
+    ),
     # ---- pages anyone opens
     Route(
         "GET", "/static/{path}", lambda c: c.request("GET", "/static/varsling.css"), everyone(200)

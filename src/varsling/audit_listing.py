@@ -36,6 +36,14 @@ _ACTOR = re.compile(r"user:[0-9]{1,12}|system")
 _ACTION = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)*")
 
 
+class InvalidFilter(InvalidInput):
+    """A filter or paging value that does not check out; `field` names which."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 @dataclass(frozen=True)
 class EventFilter:
     """What an auditor narrows the trail to; every field is checked by `parse`."""
@@ -61,25 +69,29 @@ class EventFilter:
         """Check typed filter values; a blank value means no filter. Raises InvalidInput."""
         chain = _blank(chain) or STAFF_CHAIN
         if chain not in CHAINS:
-            raise InvalidInput(f"The chain must be one of {', '.join(CHAINS)}.")
+            raise InvalidFilter("chain", f"The chain must be one of {', '.join(CHAINS)}.")
         case_id = _blank(case_id)
         if case_id is not None:
             case_id = case_id.lower()
             if not _CASE_ID.fullmatch(case_id):
-                raise InvalidInput("A case id is 32 characters 0-9 and a-f.")
+                raise InvalidFilter("case_id", "A case id is 32 characters 0-9 and a-f.")
         actor = _blank(actor)
         if actor is not None:
             if chain == REPORTER_CHAIN:
-                raise InvalidInput("Reporter events name no actor; leave the actor empty.")
+                raise InvalidFilter(
+                    "actor", "Reporter events name no actor; leave the actor empty."
+                )
             if not _ACTOR.fullmatch(actor):
-                raise InvalidInput("An actor is written user:<number> or system.")
+                raise InvalidFilter("actor", "An actor is written user:<number> or system.")
         action = _blank(action)
         if action is not None and (len(action) > 60 or not _ACTION.fullmatch(action)):
-            raise InvalidInput("An action is written like case.read (lower-case, with dots).")
+            raise InvalidFilter(
+                "action", "An action is written like case.read (lower-case, with dots)."
+            )
         first = _day(from_day, "from")
         last = _day(to_day, "to")
         if first is not None and last is not None and first > last:
-            raise InvalidInput("The first day comes after the last day.")
+            raise InvalidFilter("to", "The first day comes after the last day.")
         return cls(chain, case_id, actor, action, first, last)
 
     def as_details(self) -> dict[str, Any]:
@@ -108,7 +120,7 @@ def _day(value: str | None, which: str) -> dt.date | None:
     try:
         return dt.date.fromisoformat(value)
     except ValueError as exc:
-        raise InvalidInput(f"The {which} day must be a date written YYYY-MM-DD.") from exc
+        raise InvalidFilter(which, f"The {which} day must be a date written YYYY-MM-DD.") from exc
 
 
 def parse_cursor(value: str | int | None, name: str) -> int | None:
@@ -118,9 +130,9 @@ def parse_cursor(value: str | int | None, name: str) -> int | None:
     try:
         number = int(value)
     except ValueError as exc:
-        raise InvalidInput(f"'{name}' must be an event's sequence number.") from exc
+        raise InvalidFilter(name, f"'{name}' must be an event's sequence number.") from exc
     if number < 0:
-        raise InvalidInput(f"'{name}' must be an event's sequence number.")
+        raise InvalidFilter(name, f"'{name}' must be an event's sequence number.")
     return number
 
 
@@ -130,9 +142,11 @@ def parse_limit(value: str | int | None) -> int:
     try:
         number = int(value)
     except ValueError as exc:
-        raise InvalidInput(f"The page size must be a number from 1 to {MAX_LIMIT}.") from exc
+        raise InvalidFilter(
+            "limit", f"The page size must be a number from 1 to {MAX_LIMIT}."
+        ) from exc
     if not 1 <= number <= MAX_LIMIT:
-        raise InvalidInput(f"The page size must be a number from 1 to {MAX_LIMIT}.")
+        raise InvalidFilter("limit", f"The page size must be a number from 1 to {MAX_LIMIT}.")
     return number
 
 
@@ -241,7 +255,7 @@ def list_events(
     that sequence number; `after`: the events just newer than it.
     """
     if after is not None and before is not None:
-        raise InvalidInput("Page with either 'after' or 'before', not both.")
+        raise InvalidFilter("before", "Page with either 'after' or 'before', not both.")
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput(f"The page size must be a number from 1 to {MAX_LIMIT}.")
     today = today or dt.datetime.now(dt.UTC).date()

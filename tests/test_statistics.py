@@ -42,19 +42,27 @@ def _lines(table: list[list[int]]) -> list[list[tuple[int, int]]]:
     ]
 
 
-def _attack_by_differencing(table: list[list[int]], hidden: list[list[bool]]) -> list[str]:
-    """What an attacker gets from each sum whose total is shown: a lone hidden figure,
-    or hidden figures adding up to 0 (each of them is then 0)."""
+def _row_totals(table: list[list[int]]) -> frozenset[tuple[int, int]]:
+    """What an auditor knows from the trail: each unit's total."""
+    return frozenset((r, len(table[0]) - 1) for r in range(len(table)))
+
+
+def _attack_by_differencing(
+    table: list[list[int]],
+    hidden: list[list[bool]],
+    public: frozenset[tuple[int, int]] = frozenset(),
+) -> list[str]:
+    """What an attacker gets from each sum whose total is known: a lone unknown figure,
+    or unknown figures adding up to 0 where the total is not 0 (each of them is 0)."""
     found = []
     for line in _lines(table):
-        *inner, total = line
-        unknown = [p for p in line if hidden[p[0]][p[1]]]
+        total = line[-1]
+        unknown = [p for p in line if hidden[p[0]][p[1]] and p not in public]
+        total_known = not hidden[total[0]][total[1]] or total in public
         if len(unknown) == 1:
             found.append(f"{unknown[0]} = the line's other figures")
-        elif unknown and not hidden[total[0]][total[1]]:
-            rest = table[total[0]][total[1]] - sum(
-                table[r][c] for r, c in inner if not hidden[r][c]
-            )
+        elif unknown and total_known and table[total[0]][total[1]] > 0:
+            rest = sum(table[r][c] for r, c in unknown if (r, c) != total)
             if rest == 0:
                 found.append(f"{unknown} are all 0")
     return found
@@ -72,13 +80,13 @@ def test_every_small_count_is_hidden_zero_included() -> None:
 def test_a_lone_hidden_count_is_not_left_for_its_total_to_give_away() -> None:
     # Hiding only the 2 would leave it as 8 - 6, the 0 as 6 - 6.
     table = _with_totals([[6, 2], [6, 0], [9, 9]])
-    hidden = suppress(table, N)
+    public = _row_totals(table)
+    hidden = suppress(table, N, public)
     assert hidden[0][1]
-    assert _attack_by_differencing(table, hidden) == []
-    assert _determined(table, hidden) == []
+    assert _attack_by_differencing(table, hidden, public) == []
     # The naive rule really is attackable (the test can fail).
     naive = [[value < N for value in row] for row in table]
-    assert _attack_by_differencing(table, naive)
+    assert _attack_by_differencing(table, naive, public)
 
 
 def test_nothing_is_hidden_when_every_count_is_large() -> None:
@@ -89,39 +97,59 @@ def test_nothing_is_hidden_when_every_count_is_large() -> None:
 @pytest.mark.parametrize("seed", range(60))
 def test_random_tables_resist_differencing_and_linear_algebra(seed: int) -> None:
     chance = random.Random(seed)
-    rows, cols = chance.randint(1, 6), chance.randint(1, 6)
+    # Two categories at least: with one, a unit's only count is its total, which the trail tells.
+    rows, cols = chance.randint(1, 6), chance.randint(2, 6)
     inner = [
         [chance.choice([0, 0, 1, 2, 3, 4, 5, 6, 9, 14, 30]) for _ in range(cols)]
         for _ in range(rows)
     ]
     table = _with_totals(inner)
-    hidden = suppress(table, N)
+    public = _row_totals(table)
+    hidden = suppress(table, N, public)
     for r, row in enumerate(table):
         for c, value in enumerate(row):
             assert hidden[r][c] or value >= N
-    assert _attack_by_differencing(table, hidden) == []
-    assert _determined(table, hidden) == []
+    assert _attack_by_differencing(table, hidden, public) == []
+    unknown = [
+        [hidden[r][c] and (r, c) not in public for c in range(cols + 1)] for r in range(rows + 1)
+    ]
+    assert _determined(table, unknown) == []
 
 
-@pytest.mark.parametrize("seed", range(25))
-def test_no_hidden_count_of_a_small_table_has_a_single_possible_value(seed: int) -> None:
-    """The attacker who tries every table: each hidden figure must still have two
-    possible values given everything shown (bounds included, not only sums)."""
-    chance = random.Random(1000 + seed)
-    inner = [[chance.choice([0, 1, 2, 3, 4, 5, 6, 8]) for _ in range(2)] for _ in range(2)]
-    table = _with_totals(inner)
-    hidden = suppress(table, N)
-    top = 16
+def _possible_values(
+    table: list[list[int]], known: list[list[bool]], top: int
+) -> dict[tuple[int, int], set[int]]:
+    """Every 2x2 table (with totals) agreeing with `table` where `known`: the values
+    each other position can take."""
     possible: dict[tuple[int, int], set[int]] = {}
     for values in itertools.product(range(top + 1), repeat=4):
         guess = _with_totals([list(values[:2]), list(values[2:])])
-        if all(hidden[r][c] or guess[r][c] == table[r][c] for r in range(3) for c in range(3)):
+        if all(not known[r][c] or guess[r][c] == table[r][c] for r in range(3) for c in range(3)):
             for r in range(3):
                 for c in range(3):
-                    if hidden[r][c]:
+                    if not known[r][c]:
                         possible.setdefault((r, c), set()).add(guess[r][c])
-    for position, values in possible.items():
-        assert len(values) >= 2, (table, hidden, position)
+    return possible
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_no_hidden_count_of_a_small_table_is_given_away(seed: int) -> None:
+    """The attacker who tries every table: a hidden figure with one possible value, given
+    what is shown and the units' totals, must be one the units' totals alone give away
+    (a unit with no cases has 0 in every category), never one the shown figures give."""
+    chance = random.Random(1000 + seed)
+    inner = [[chance.choice([0, 1, 2, 3, 4, 5, 6, 8]) for _ in range(2)] for _ in range(2)]
+    table = _with_totals(inner)
+    public = _row_totals(table)
+    hidden = suppress(table, N, public)
+    top = table[2][2]
+    shown_or_public = [[not hidden[r][c] or (r, c) in public for c in range(3)] for r in range(3)]
+    public_only = [[(r, c) in public for c in range(3)] for r in range(3)]
+    given_shown = _possible_values(table, shown_or_public, top)
+    given_public = _possible_values(table, public_only, top)
+    for position, values in given_shown.items():
+        if len(values) == 1:
+            assert len(given_public[position]) == 1, (table, hidden, position)
 
 
 def test_quarters_are_calendar_quarters() -> None:
@@ -184,8 +212,14 @@ def test_statistics_hide_small_counts_and_what_would_give_them_away(
     assert names[world["town"]]["counts"]["other"] == "suppressed"
     hidden = [[v == "suppressed" for v in row] for row in shown]
     counts = _real_table(db, quarter, body["categories"])
-    assert _attack_by_differencing(counts, hidden) == []
-    assert _determined(counts, hidden) == []
+    # The attacker also knows each unit's total from the audit trail.
+    public = _row_totals(counts)
+    assert _attack_by_differencing(counts, hidden, public) == []
+    unknown = [
+        [hidden[r][c] and (r, c) not in public for c in range(len(row))]
+        for r, row in enumerate(hidden)
+    ]
+    assert _determined(counts, unknown) == []
     # The shown figures are the true counts.
     for row, real_row in zip(shown, counts, strict=True):
         for value, real in zip(row, real_row, strict=True):

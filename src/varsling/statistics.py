@@ -9,7 +9,9 @@ quarter's total.
 Small counts could point to a person, so every figure under
 `statistics_min_cell` is suppressed (zero too), and then more figures are
 suppressed until none of the hidden ones can be worked back from what is
-shown (secondary suppression, see `suppress`). A suppressed figure is
+shown and what the auditor knows anyway (secondary suppression, see
+`suppress`): the audit trail tells each unit's number of cases per day, so
+the units' totals are taken as known to the reader. A suppressed figure is
 None here and "suppressed" in the API, never a number.
 
 Compliance figures per unit and quarter are shown only for the units whose
@@ -38,18 +40,26 @@ CATEGORIES = tuple(c.value for c in Category)
 # Suppression: pure, on a table with its totals
 
 
-def suppress(table: list[list[int]], min_cell: int) -> list[list[bool]]:
+def suppress(
+    table: list[list[int]],
+    min_cell: int,
+    public: frozenset[tuple[int, int]] = frozenset(),
+) -> list[list[bool]]:
     """Which figures of `table` to hide; its last row and column are the totals.
+
+    `public` are the positions a reader knows anyway (an auditor counts each
+    unit's cases in the audit trail): they are hidden when small, but never
+    relied on to protect another figure.
 
     1. Primary: every figure under `min_cell` (zero too).
     2. Secondary, until nothing changes:
-       - no line (a row or column with its total) hides exactly one figure,
-         which its other figures would give away;
-       - where a line's total is shown, its hidden figures add up to at least
-         `min_cell`, so the difference is not a small number either (a hidden
-         sum of 0 would reveal every hidden figure in the line as 0);
-       - no hidden figure follows from the shown ones through any combination
-         of the table's sums (checked by Gaussian elimination).
+       - no line (a row or column with its total) leaves exactly one figure
+         unknown, which its other figures would give away;
+       - where a line's total is known, its unknown figures add up to at least
+         `min_cell` if the line has any more to hide (a hidden sum of 0 would
+         reveal every hidden figure in it as 0);
+       - no unknown figure follows from the known ones through any
+         combination of the table's sums (checked by Gaussian elimination).
        Each step hides the smallest shown figure of an offending line.
     Interval bounds beyond these rules are not analysed.
     """
@@ -59,14 +69,18 @@ def suppress(table: list[list[int]], min_cell: int) -> list[list[bool]]:
         [(r, c) for r in range(rows)] for c in range(cols)
     ]
 
+    def unknown(p: tuple[int, int]) -> bool:
+        return hidden[p[0]][p[1]] and p not in public
+
+    def hideable(p: tuple[int, int]) -> bool:
+        return not hidden[p[0]][p[1]] and p not in public
+
     def hide_smallest(line: list[tuple[int, int]]) -> bool:
         inner, total = line[:-1], line[-1]
-        shown = [p for p in inner if not hidden[p[0]][p[1]]]
-        if not shown:
-            shown = [total] if not hidden[total[0]][total[1]] else []
-        if not shown:
+        candidates = [p for p in inner if hideable(p)] or ([total] if hideable(total) else [])
+        if not candidates:
             return False
-        r, c = min(shown, key=lambda p: (table[p[0]][p[1]], p))
+        r, c = min(candidates, key=lambda p: (table[p[0]][p[1]], p))
         hidden[r][c] = True
         return True
 
@@ -74,24 +88,23 @@ def suppress(table: list[list[int]], min_cell: int) -> list[list[bool]]:
     while changed:
         changed = False
         for line in lines:
-            hidden_here = [p for p in line if hidden[p[0]][p[1]]]
-            if not hidden_here:
+            unknown_here = [p for p in line if unknown(p)]
+            if not unknown_here:
                 continue
             total = line[-1]
-            hidden_sum = sum(table[r][c] for r, c in hidden_here if (r, c) != total)
-            if len(hidden_here) == 1 or (not hidden[total[0]][total[1]] and hidden_sum < min_cell):
+            unknown_sum = sum(table[r][c] for r, c in unknown_here if (r, c) != total)
+            if len(unknown_here) == 1 or (not unknown(total) and unknown_sum < min_cell):
                 changed = hide_smallest(line) or changed
         if changed:
             continue
-        for r, c in _determined(table, hidden):
-            for line in (lines[r], lines[rows + c]):
-                if hide_smallest(line):
-                    changed = True
-                    break
-            if changed:
+        secret = [[unknown((r, c)) for c in range(cols)] for r in range(rows)]
+        determined = _determined(table, secret)
+        for r, c in determined:
+            if hide_smallest(lines[r]) or hide_smallest(lines[rows + c]):
+                changed = True
                 break
         else:
-            if _determined(table, hidden):
+            if determined:
                 # Nothing in its lines is left to hide: hide everything.
                 return [[True] * cols for _ in range(rows)]
     return hidden
@@ -228,7 +241,7 @@ def statistics(
     compliance: list[ComplianceRow] = []
     for quarter in quarters:
         table = _table(units, by_quarter[quarter])
-        hidden = suppress(table, min_cell)
+        hidden = suppress(table, min_cell, _unit_totals(len(units)))
         tables.append(_quarter_table(quarter, units, table, hidden))
         for index, unit in enumerate(units):
             unit_cases = [c for c in by_quarter[quarter] if c.unit_id == unit.id]
@@ -251,6 +264,13 @@ def statistics(
         details={"quarters": len(quarters), "min_cell": min_cell},
     )
     return Statistics(min_cell, CATEGORIES, tables, compliance)
+
+
+def _unit_totals(unit_count: int) -> frozenset[tuple[int, int]]:
+    """Each unit's total (and the quarter's): an auditor can count them in the trail,
+    where case.submitted names the unit and case.deleted the deleted cases."""
+    column = len(CATEGORIES)
+    return frozenset((r, column) for r in range(unit_count + 1))
 
 
 def _table(units: list[Unit], quarter_cases: list[Case]) -> list[list[int]]:

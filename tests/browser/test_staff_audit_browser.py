@@ -267,7 +267,7 @@ def test_an_auditor_filters_pages_and_exports_with_no_javascript(
         first = page.locator("tbody th[scope=row]").all_inner_texts()
         page.get_by_role("link", name="Older events").click()
         older = page.locator("tbody th[scope=row]").all_inner_texts()
-        assert int(older[0]) == int(first[-1]) - 1
+        assert [int(n) for n in older] == [int(first[-1]) - n for n in (1, 2, 3)]
         tab_to(page, "#filter-action")
         page.keyboard.type("unit.created")
         page.keyboard.press("Enter")

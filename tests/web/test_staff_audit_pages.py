@@ -165,6 +165,7 @@ def test_a_forged_form_token_signs_nothing(
     assert db.scalar(select(func.count()).select_from(AuditCheckpoint)) == 0
     assert _events(db, "audit.exported") == 0
     assert _events(db, "audit.checkpoint_signed") == 0
+    assert _events(db, "audit.listed") == 0
 
 
 def test_only_auditors_open_the_auditor_pages(

@@ -10,12 +10,13 @@ custodian does not hold, as the API answers).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Annotated, Final
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -100,6 +101,8 @@ def _filter_form(request: Request) -> dict[str, str]:
     params = request.query_params
     form = {name: params.get(name, "")[:200] for name, *_ in _FILTER_FIELDS}
     form["chain"] = params.get("chain", "")[:20]
+    # Not an input: kept so that the next pages have the same size.
+    form["limit"] = params.get("limit", "")[:5]
     return form
 
 
@@ -192,7 +195,7 @@ async def take_checkpoint(
     """Sign both chains' heads (audit.create_checkpoint, as the API) and show the checkpoint."""
     _form, form_check = await read_staff_form(request, max_fields=5)
     if form_check != "ok":
-        return _trail_refused(request, language, principal, session, form_check)
+        return _trail_refused(request, language, principal, form_check)
     made = audit.create_checkpoint(session, _settings(request).signing_seed, actor=principal.actor)
     return render_staff(
         request,
@@ -210,7 +213,7 @@ async def download_export(
     """Every event as JSON Lines closed by a fresh checkpoint (audit.export, as the CLI)."""
     _form, form_check = await read_staff_form(request, max_fields=5)
     if form_check != "ok":
-        return _trail_refused(request, language, principal, session, form_check)
+        return _trail_refused(request, language, principal, form_check)
     made = audit.export(session, _settings(request).signing_seed, actor=principal.actor)
     # Read in full inside the transaction that signed its checkpoint.
     body = "".join(line + "\n" for line in made.lines)
@@ -223,25 +226,12 @@ async def download_export(
 
 
 def _trail_refused(
-    request: Request,
-    language: Language,
-    principal: StaffPrincipal,
-    session: Session,
-    form_check: CsrfResult,
+    request: Request, language: Language, principal: StaffPrincipal, form_check: CsrfResult
 ) -> HTMLResponse:
-    """A checkpoint or export form whose token failed: nothing is signed; the trail again."""
+    """A checkpoint or export form whose token failed: nothing is signed, nothing listed."""
     form = dict.fromkeys([name for name, *_ in _FILTER_FIELDS] + ["chain"], "")
-    events_page = audit_listing.list_events(
-        session, audit_listing.EventFilter(), actor=principal.actor
-    )
     return _render_trail(
-        request,
-        language,
-        principal,
-        form=form,
-        events_page=events_page,
-        form_check=form_check,
-        status_code=400,
+        request, language, principal, form=form, form_check=form_check, status_code=400
     )
 
 
@@ -345,7 +335,7 @@ def identity_requests_page(
     decided: str | None = None,
 ) -> HTMLResponse:
     """Requests waiting on cases whose identity key the custodian holds, and earlier decisions."""
-    decided_id = int(decided) if decided and decided.isdigit() and len(decided) < 10 else None
+    decided_id = int(decided) if decided and re.fullmatch(r"[0-9]{1,9}", decided) else None
     return _render_requests(request, language, principal, session, decided=decided_id)
 
 
@@ -355,7 +345,7 @@ def identity_requests_page(
 async def decide_identity_request(
     request: Request,
     language: PageLanguage,
-    request_id: int,
+    request_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
     principal: CustodianPage,
     session: DbSession,
 ) -> Response:

@@ -4,47 +4,20 @@ error state in three languages at 1280 and 375 px, and the keyboard with no Java
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import BrowserContext, Page
+from playwright.sync_api import Browser, BrowserContext, Page
 
-from tests.browser.conftest import BROWSER_PASSWORD, AxeViolations, watch
+from tests.browser.conftest import AxeViolations, staff_login, watch
 from tests.browser.test_case_pages_browser import handler_headers, tab_to
-from tests.staff_web import enrol, staff_web_login
-from varsling.accounts import service as accounts
-from varsling.config import Settings
-from varsling.db import make_engine, make_sessionmaker
-from varsling.web.security import SESSION_COOKIE
 
 pytestmark = pytest.mark.browser
 
 LANGUAGES = ["nb", "nn", "en"]
 WIDTHS = [1280, 375]
 JUSTIFICATION = "Vi må snakke med varsleren om møtet i fylkesstyret."
-
-
-@dataclass(frozen=True)
-class Staff:
-    """Web session cookies of the auditor and the custodian, made once for the module."""
-
-    auditor: str
-    custodian: str
-
-
-def _web_cookie(base: str, username: str, *, two_factor: bool = False) -> str:
-    """Log in through the staff login page (tests/staff_web.py) and keep the cookie."""
-    with httpx.Client(base_url=base) as client:
-        answer = staff_web_login(client, username, BROWSER_PASSWORD)
-        assert answer.status_code == 303, answer.text
-        if two_factor:
-            # Custodians must use two-factor: setting it up turns the session into a full one.
-            enrol(client)
-        cookie = client.cookies.get(SESSION_COOKIE)
-        assert cookie is not None
-        return cookie
 
 
 def _ask_for_identity(base: str, unit_id: int) -> int:
@@ -80,33 +53,24 @@ def _ask_for_identity(base: str, unit_id: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def staff(live_server: str, browser_settings: Settings, org: dict[str, int]) -> Staff:
-    engine = make_engine(browser_settings.database_url)
-    with make_sessionmaker(engine).begin() as session:
-        accounts.create_user(
-            session,
-            browser_settings,
-            username="aud",
-            password=BROWSER_PASSWORD,
-            roles=["auditor"],
-            unit_ids=[],
-            display_name="Audun Aas",
-        )
-    engine.dispose()
-    return Staff(
-        auditor=_web_cookie(live_server, "aud"),
-        custodian=_web_cookie(live_server, "cora", two_factor=True),
-    )
-
-
-@pytest.fixture(scope="module")
-def pending_request(live_server: str, org: dict[str, int], staff: Staff) -> int:
+def pending_request(live_server: str, org: dict[str, int]) -> int:
     return _ask_for_identity(live_server, org["vestland"])
 
 
-def _with_cookie(context: BrowserContext, base: str, cookie: str) -> BrowserContext:
-    context.add_cookies([{"name": SESSION_COOKIE, "value": cookie, "url": base}])
-    return context
+def _logged_in(browser: Browser, base: str, username: str) -> BrowserContext:
+    """A context (axe may be injected) where `username` logged in on the login page."""
+    ctx = browser.new_context(bypass_csp=True)
+    page = ctx.new_page()
+    staff_login(page, base, username)
+    page.close()
+    return ctx
+
+
+def _same_session(browser: Browser, logged_in: BrowserContext, **options: Any) -> BrowserContext:
+    """Another context (say, without JavaScript) holding the same staff session cookie."""
+    ctx = browser.new_context(**options)
+    ctx.add_cookies(logged_in.cookies())
+    return ctx
 
 
 class Axe:
@@ -140,17 +104,23 @@ def _forge_and_submit(page: Page, form_selector: str) -> None:
     page.locator(f"{form_selector} button[type=submit]").click()
 
 
-@pytest.fixture
-def auditor_context(browser: Any, live_server: str, staff: Staff) -> Iterator[BrowserContext]:
-    ctx = browser.new_context(bypass_csp=True)
-    yield _with_cookie(ctx, live_server, staff.auditor)
+@pytest.fixture(scope="module")
+def auditor_context(
+    browser: Browser, live_server: str, org: dict[str, int]
+) -> Iterator[BrowserContext]:
+    """The auditor, logged in once for the module."""
+    ctx = _logged_in(browser, live_server, "aud")
+    yield ctx
     ctx.close()
 
 
-@pytest.fixture
-def custodian_context(browser: Any, live_server: str, staff: Staff) -> Iterator[BrowserContext]:
-    ctx = browser.new_context(bypass_csp=True)
-    yield _with_cookie(ctx, live_server, staff.custodian)
+@pytest.fixture(scope="module")
+def custodian_context(
+    browser: Browser, live_server: str, org: dict[str, int]
+) -> Iterator[BrowserContext]:
+    """The custodian (two-factor set up on the way), logged in once for the module."""
+    ctx = _logged_in(browser, live_server, "cora")
+    yield ctx
     ctx.close()
 
 
@@ -233,12 +203,17 @@ def test_custodian_page_and_its_errors_have_no_axe_violations(
 
 
 def test_a_custodian_decides_with_the_keyboard_and_no_javascript(
-    browser: Any, live_server: str, org: dict[str, int], staff: Staff
+    browser: Browser, live_server: str, org: dict[str, int], custodian_context: BrowserContext
 ) -> None:
     request_id = _ask_for_identity(live_server, org["vestland"])
-    ctx = browser.new_context(java_script_enabled=False, viewport={"width": 375, "height": 800})
+    ctx = _same_session(
+        browser,
+        custodian_context,
+        java_script_enabled=False,
+        viewport={"width": 375, "height": 800},
+    )
     try:
-        page = _with_cookie(ctx, live_server, staff.custodian).new_page()
+        page = ctx.new_page()
         seen = watch(page)
         page.goto(f"{live_server}/en/staff/identity-requests")
         tab_to(page, f"#decision-{request_id}")
@@ -256,13 +231,17 @@ def test_a_custodian_decides_with_the_keyboard_and_no_javascript(
 
 
 def test_an_auditor_filters_pages_and_exports_with_no_javascript(
-    browser: Any, live_server: str, staff: Staff
+    browser: Browser, live_server: str, auditor_context: BrowserContext
 ) -> None:
-    ctx = browser.new_context(
-        java_script_enabled=False, viewport={"width": 1280, "height": 900}, accept_downloads=True
+    ctx = _same_session(
+        browser,
+        auditor_context,
+        java_script_enabled=False,
+        viewport={"width": 1280, "height": 900},
+        accept_downloads=True,
     )
     try:
-        page = _with_cookie(ctx, live_server, staff.auditor).new_page()
+        page = ctx.new_page()
         page.goto(f"{live_server}/en/staff/audit?limit=3")
         first = page.locator("tbody th[scope=row]").all_inner_texts()
         page.get_by_role("link", name="Older events").click()

@@ -576,6 +576,31 @@ def staff_page(status: int, *, outsider: int = 303) -> dict[str, int]:
     return {**everyone(outsider), **dict.fromkeys(STAFF, status)}
 
 
+def auditor_page(status: int) -> dict[str, int]:
+    """An auditor's page: no staff session 303 (to the login page), other staff 403."""
+    return {**everyone(303), **dict.fromkeys(STAFF, 403), AUDITOR: status}
+
+
+def custodian_page(status: int, *, other_custodian: int | None = None) -> dict[str, int]:
+    """A custodian's page: no staff session 303, other staff 403."""
+    return {
+        **everyone(303),
+        **dict.fromkeys(STAFF, 403),
+        CUSTODIAN: status,
+        OTHER_CUSTODIAN: status if other_custodian is None else other_custodian,
+    }
+
+
+def shows_the_request_to_its_custodian_only(cell: Cell, response: httpx.Response) -> None:
+    """Waiting (with its form) or among their decisions: the custodian's page only."""
+    request_id = cell.scene.request_id
+    shown = (
+        f"/staff/identity-requests/{request_id}/decision" in response.text
+        or f'<th scope="row">{request_id}</th>' in response.text
+    )
+    assert shown == (cell.role == CUSTODIAN)
+
+
 def lands_where_they_belong(cell: Cell, response: httpx.Response) -> None:
     """Staff land on their first page; anyone else on the login page."""
     expected = {
@@ -949,6 +974,18 @@ ROUTES: tuple[Route, ...] = (
         lambda c: c.request("POST", "/api/v1/audit/checkpoints"),
         auditor_only(201),
     ),
+    Route(
+        "GET",
+        "/api/v1/audit/events",
+        lambda c: c.request("GET", "/api/v1/audit/events", params={"limit": "5"}),
+        auditor_only(200),
+    ),
+    Route(
+        "GET",
+        "/api/v1/statistics",
+        lambda c: c.request("GET", "/api/v1/statistics"),
+        auditor_only(200),
+    ),
     # ---- pages anyone opens
     Route(
         "GET", "/static/{path}", lambda c: c.request("GET", "/static/varsling.css"), everyone(200)
@@ -1151,6 +1188,50 @@ ROUTES: tuple[Route, ...] = (
         lambda c: staff_form(c, "/en/staff/two-factor", {"code": "", "enrolment": ""}),
         staff_page(422),
     ),
+    # ---- the auditor's and the custodian's pages
+    Route(
+        "GET",
+        "/{lang:lang}/staff/audit",
+        lambda c: c.request("GET", "/nb/staff/audit", params={"limit": "5"}),
+        auditor_page(200),
+    ),
+    Route(
+        "POST",
+        "/{lang:lang}/staff/audit/checkpoint",
+        lambda c: staff_form(c, "/nn/staff/audit/checkpoint", {}),
+        auditor_page(200),
+    ),
+    Route(
+        "POST",
+        "/{lang:lang}/staff/audit/export",
+        lambda c: staff_form(c, "/en/staff/audit/export", {}),
+        auditor_page(200),
+    ),
+    Route(
+        "GET",
+        "/{lang:lang}/staff/statistics",
+        lambda c: c.request("GET", "/en/staff/statistics"),
+        auditor_page(200),
+    ),
+    Route(
+        "GET",
+        "/{lang:lang}/staff/identity-requests",
+        lambda c: c.request("GET", "/nb/staff/identity-requests"),
+        custodian_page(200),
+        check=shows_the_request_to_its_custodian_only,
+    ),
+    Route(
+        "POST",
+        "/{lang:lang}/staff/identity-requests/{request_id}/decision",
+        lambda c: staff_form(
+            c,
+            f"/nb/staff/identity-requests/{c.scene.request_id}/decision",
+            {"decision": "approve", "reason": "The handler must interview the reporter."},
+        ),
+        # As the API: a custodian without the case's identity key may not learn it exists.
+        custodian_page(303, other_custodian=404),
+        fresh=Fresh.IDENTITY_REQUEST,
+    ),
     Route(
         "POST",
         "/{lang:lang}/staff/logout",
@@ -1285,15 +1366,21 @@ PAGE_POSTS = [r for r in ROUTES if r.method == "POST" and not r.path.startswith(
 @pytest.mark.parametrize("route", PAGE_POSTS, ids=lambda r: f"{r.method} {r.path}")
 def test_page_forms_need_a_form_token_of_their_own_browser(world: World, route: Route) -> None:
     """A form sent with a token made for another browser does nothing (400): a reporter's
-    on the reporter pages, a handler's on the staff pages."""
+    on the reporter pages, on the staff pages the first staff role the page is for."""
     staff = "/staff/" in route.path
-    role = HANDLER if staff else REPORTER
+    # On the staff pages: the first staff role the route does not refuse (a handler for most).
+    role = next(r for r in STAFF if route.expect[r] != 403) if staff else REPORTER
     cell, response = answer(world, route, role, forged_tokens=True)
 
     assert response.status_code == 400, response.text[:300]
     with world.browser(cell.scene.cookies[role]):
         still = world.client.get("/nb/staff/" if staff else "/nb/case", follow_redirects=False)
     if staff:
-        assert still.headers["location"] == "/nb/staff/cases", "the session did not survive"
+        # Home for the role, not the login page.
+        assert still.headers["location"] in (
+            "/nb/staff/cases",
+            "/nb/staff/audit",
+            "/nb/staff/identity-requests",
+        ), "the session did not survive"
     else:
         assert still.status_code == 200, "the reporter's session did not survive a forged form"

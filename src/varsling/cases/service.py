@@ -73,6 +73,31 @@ def overdue(case: Case, today: dt.date) -> list[str]:
     return late
 
 
+MET = "met"
+MISSED = "missed"
+OPEN = "open"
+
+
+def deadline_outcomes(case: Case, today: dt.date) -> tuple[str, str]:
+    """How the case fared against its own acknowledgement and feedback deadlines.
+
+    Each is "met" (done on or before the due day), "missed" (done late, or not
+    done and the day has passed) or "open" (not done, not yet due). Feedback
+    counts as given when the case was concluded, as in `overdue`. A retaliation
+    case is held to its own, shorter deadlines, as stored on the case.
+    """
+
+    def outcome(done_on: dt.date | None, due: dt.date) -> str:
+        if done_on is not None:
+            return MET if done_on <= due else MISSED
+        return MISSED if today > due else OPEN
+
+    return (
+        outcome(case.acknowledged_on, case.acknowledgement_due),
+        outcome(case.concluded_on, case.feedback_due),
+    )
+
+
 # --------------------------------------------------------------------------
 # Sealed entries
 

@@ -209,7 +209,7 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def _warn_about_custodians(settings: Settings) -> None:
-    from varsling.reports.service import list_units
+    from varsling.reports.routing import list_units
 
     with _transaction(settings) as session:
         units = list_units(session, verifying_key=settings.signing_public_key)

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from varsling import audit, crypto, secrets_binding
 from varsling.accounts import service as accounts
 from varsling.accounts.models import Unit, User
+from varsling.accounts.setup_check import SetupWarnings, setup_warnings
 from varsling.config import SECRET_SETTINGS, ConfigError, Settings
 from varsling.db import make_engine, make_sessionmaker, migrate_installation, schema_revision
 from varsling.errors import VarslingError
@@ -208,18 +209,20 @@ def _listen(host: str, port: int) -> socket.socket:
     return listening
 
 
-def _warn_about_custodians(settings: Settings) -> None:
-    from varsling.reports.routing import list_units
-
+def _setup_warnings(settings: Settings) -> SetupWarnings:
     with _transaction(settings) as session:
-        units = list_units(session, verifying_key=settings.signing_public_key)
-    unreachable = [u.name for u in units if not u.recipients]
+        return setup_warnings(session, verifying_key=settings.signing_public_key)
+
+
+def _warn_about_custodians(settings: Settings) -> None:
+    found = _setup_warnings(settings)
+    unreachable = [u.name for u in found.units_without_handlers]
     if unreachable:
         typer.echo(
             "Note: no active case handler on the chain of these units, so they are not "
             f"offered to reporters: {', '.join(unreachable)}"
         )
-    lacking = [u.name for u in units if u.recipients and not u.has_custodian]
+    lacking = [u.name for u in found.units_without_custodians]
     if lacking:
         typer.echo(
             "Note: no identity custodian on the chain of these units, so nobody can ever be "
@@ -228,10 +231,9 @@ def _warn_about_custodians(settings: Settings) -> None:
 
 
 def _warn_about_uncertified_keys(settings: Settings) -> None:
-    with _transaction(settings) as session:
-        flagged = accounts.uncertified_users(session, settings.signing_public_key)
-        missing = [u.username for u in flagged if u.key_certificate is None]
-        failing = [u.username for u in flagged if u.key_certificate is not None]
+    found = _setup_warnings(settings)
+    failing = [u.username for u in found.rejected_keys]
+    missing = [u.username for u in found.uncertified_keys]
     if failing:
         typer.echo(
             "WARNING: the public key of these accounts does not match its certificate, so "

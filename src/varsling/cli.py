@@ -12,12 +12,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from varsling import audit, crypto, secrets_binding
 from varsling.accounts import service as accounts
-from varsling.accounts.models import Unit, User
 from varsling.accounts.setup_check import SetupWarnings, setup_warnings
 from varsling.config import SECRET_SETTINGS, ConfigError, Settings
 from varsling.db import make_engine, make_sessionmaker, migrate_installation, schema_revision
@@ -287,17 +285,8 @@ def unit_move(
 def unit_list() -> None:
     """List units as a tree."""
     with _transaction(_settings()) as session:
-        units = list(session.execute(select(Unit).order_by(Unit.id)).scalars())
-        children: dict[int | None, list[Unit]] = {}
-        for unit in units:
-            children.setdefault(unit.parent_id, []).append(unit)
-
-        def show(parent: int | None, depth: int) -> None:
-            for unit in children.get(parent, []):
-                typer.echo(f"{'  ' * depth}{unit.id}\t{unit.name} ({unit.kind})")
-                show(unit.id, depth + 1)
-
-        show(None, 0)
+        for unit in accounts.unit_tree(session):
+            typer.echo(f"{'  ' * unit.depth}{unit.id}\t{unit.name} ({unit.kind})")
 
 
 @user_app.command("add")
@@ -332,13 +321,12 @@ def user_add(
 def user_list() -> None:
     """List staff accounts with roles and units; flags keys whose certificate fails."""
     settings = _settings()
-    verifying_key = settings.signing_public_key
     with _transaction(settings) as session:
-        for user in session.execute(select(User).order_by(User.id)).scalars():
-            roles = ",".join(sorted(user.role_names))
-            units = ",".join(str(u) for u in sorted(user.unit_ids)) or "-"
+        for user in accounts.list_accounts(session, verifying_key=settings.signing_public_key):
+            roles = ",".join(user.roles)
+            units = ",".join(str(u) for u in user.unit_ids) or "-"
             state = "" if user.active else " (inactive)"
-            if not accounts.key_certified(user, verifying_key):
+            if not user.key_certified:
                 state += " KEY NOT CERTIFIED"
             typer.echo(f"{user.id}\t{user.username}\t{user.display_name}\t{roles}\t{units}{state}")
 

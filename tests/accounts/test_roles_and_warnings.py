@@ -177,3 +177,41 @@ def test_no_warnings_is_false(db: Session, settings: Settings) -> None:
     make_user(db, settings, "cora", roles=("custodian",), units=(unit.id,))
 
     assert not setup_warnings(db, verifying_key=settings.signing_public_key)
+
+
+def test_unit_tree_lists_each_unit_under_its_parent(db: Session) -> None:
+    units = _tree(db)
+    accounts.move_unit(db, units["town"], parent_id=units["other"])
+    db.commit()
+
+    tree = [(u.id, u.depth) for u in accounts.unit_tree(db)]
+
+    assert tree == [
+        (units["national"], 0),
+        (units["county"], 1),
+        (units["other"], 1),
+        (units["town"], 2),
+    ]
+
+
+def test_the_account_list_flags_inactive_accounts_and_rejected_keys(
+    db: Session, settings: Settings
+) -> None:
+    units = _tree(db)
+    hanne = make_user(db, settings, "hanne", units=(units["county"], units["national"]))
+    carl = make_user(db, settings, "carl", roles=("auditor",))
+    accounts.deactivate_user(db, carl.id)
+    db.execute(
+        update(User)
+        .where(User.id == hanne.id)
+        .values(public_key=crypto.generate_keypair().public_key)
+    )
+    db.commit()
+
+    listed = accounts.list_accounts(db, verifying_key=settings.signing_public_key)
+
+    assert [(a.username, a.active, a.key_certified, a.roles) for a in listed] == [
+        ("hanne", True, False, ["handler"]),
+        ("carl", False, True, ["auditor"]),
+    ]
+    assert listed[0].unit_ids == sorted([units["county"], units["national"]])

@@ -172,6 +172,46 @@ def move_unit(session: Session, unit_id: int, *, parent_id: int, actor: str = au
     return unit
 
 
+@dataclass(frozen=True)
+class UnitNode:
+    """One unit in the tree, with how deep it lies (the national unit is 0)."""
+
+    id: int
+    name: str
+    kind: str
+    parent_id: int | None
+    depth: int
+
+
+def unit_tree(session: Session) -> list[UnitNode]:
+    """Every unit, each followed by the units under it (depth first, in order of creation)."""
+    units = list(session.execute(select(Unit).order_by(Unit.id)).scalars())
+    known = {unit.id for unit in units}
+    children: dict[int | None, list[Unit]] = {}
+    for unit in units:
+        # A parent that does not exist would hide the unit: show it at the top instead.
+        parent = unit.parent_id if unit.parent_id in known else None
+        children.setdefault(parent, []).append(unit)
+    out: list[UnitNode] = []
+    placed: set[int] = set()
+
+    def walk(parent: int | None, depth: int) -> None:
+        for unit in children.get(parent, []):
+            if unit.id in placed:
+                continue
+            placed.add(unit.id)
+            out.append(UnitNode(unit.id, unit.name, unit.kind, unit.parent_id, depth))
+            walk(unit.id, depth + 1)
+
+    walk(None, 0)
+    # Units in a cycle (only a database writer makes one) are listed last, not lost.
+    for unit in units:
+        if unit.id not in placed:
+            placed.add(unit.id)
+            out.append(UnitNode(unit.id, unit.name, unit.kind, unit.parent_id, 0))
+    return out
+
+
 def unit_chain(session: Session, unit_id: int) -> list[Unit]:
     """The unit and its ancestors, nearest first."""
     chain: list[Unit] = []
@@ -299,6 +339,43 @@ def _checked_units(session: Session, roles: set[str], unit_ids: Iterable[int]) -
             reason="needs_unit",
         )
     return units
+
+
+@dataclass(frozen=True)
+class AccountSummary:
+    """An account as administrators see it: never anything about cases."""
+
+    id: int
+    username: str
+    display_name: str
+    active: bool
+    roles: list[str]
+    unit_ids: list[int]
+    key_certified: bool
+
+
+def list_accounts(session: Session, *, verifying_key: bytes) -> list[AccountSummary]:
+    """Every account in order of creation, with its roles, units and whether its key holds."""
+    return [
+        _summary(user, verifying_key)
+        for user in session.execute(select(User).order_by(User.id)).scalars()
+    ]
+
+
+def account_summary(session: Session, user_id: int, *, verifying_key: bytes) -> AccountSummary:
+    return _summary(_existing_user(session, user_id), verifying_key)
+
+
+def _summary(user: User, verifying_key: bytes) -> AccountSummary:
+    return AccountSummary(
+        id=user.id,
+        username=user.username,
+        display_name=user.display_name,
+        active=user.active,
+        roles=sorted(user.role_names),
+        unit_ids=sorted(user.unit_ids),
+        key_certified=key_certified(user, verifying_key),
+    )
 
 
 def _existing_user(session: Session, user_id: int) -> User:

@@ -172,6 +172,7 @@ def test_sessions_purge_prints_how_many_expired_sessions_it_removed(
                 user_id=user.id,
                 sealed_secret=b"x",
                 expires_at=expires_at,
+                idle_until=expires_at,
             )
         )
     db.commit()

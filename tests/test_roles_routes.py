@@ -142,7 +142,8 @@ class Scene:
     request_id: int
     # Bearer tokens: staff sessions, and the reporters' API sessions.
     tokens: Mapping[str, str]
-    # The reporters' web sessions (cookie values).
+    # The browsers' cookies: the reporters' web sessions, and the staff roles' sessions
+    # on the staff pages (each role's browser holds only its own).
     cookies: Mapping[str, str]
 
 
@@ -165,6 +166,27 @@ class World:
         assert response.status_code == 200, response.text
         token: str = response.json()["token"]
         return token
+
+    def staff_cookie(self, role: str) -> str:
+        """Log in on the staff login page, as a browser does; the cookie is the session."""
+        self.client.cookies.clear()
+        try:
+            page = self.client.get("/en/staff/login")
+            response = self.client.post(
+                "/en/staff/login",
+                data={
+                    "username": STAFF_ACCOUNTS[role][0],
+                    "password": PASSWORD,
+                    CSRF_FIELD: page_token(page.text),
+                },
+                follow_redirects=False,
+            )
+            assert response.status_code == 303, response.text
+            cookie = self.client.cookies.get(SESSION_COOKIE)
+            assert cookie is not None
+            return cookie
+        finally:
+            self.client.cookies.clear()
 
     def reporter_token(self, case_code: str) -> str:
         response = self.client.post("/api/v1/reporter/session", json={"case_code": case_code})
@@ -269,7 +291,11 @@ class World:
             linked_checkin_id=self.add_checkin(linked_id),
             request_id=request_id,
             tokens=tokens,
-            cookies={REPORTER: cookie, OTHER_REPORTER: self.reporter_cookie(other_code)},
+            cookies={
+                REPORTER: cookie,
+                OTHER_REPORTER: self.reporter_cookie(other_code),
+                **{role: self.staff_cookie(role) for role in STAFF},
+            },
         )
 
     # ---- what a cell may need besides a case
@@ -356,6 +382,7 @@ class World:
             )
         if role in STAFF and fresh is Fresh.SESSION:
             tokens[role] = self.staff_token(role)
+            cookies[role] = self.staff_cookie(role)
         elif role in REPORTERS and (fresh is Fresh.SESSION or role == REPORTER):
             own = scene.case_code if role == REPORTER else shared.other_case_code
             tokens[role] = self.reporter_token(own)
@@ -542,6 +569,36 @@ def reporter_page(status: int, *, other: int | None = None, outsider: int = 303)
         REPORTER: status,
         OTHER_REPORTER: status if other is None else other,
     }
+
+
+def staff_page(status: int, *, outsider: int = 303) -> dict[str, int]:
+    """A staff page any staff member may open; anyone without a staff session gets `outsider`."""
+    return {**everyone(outsider), **dict.fromkeys(STAFF, status)}
+
+
+def lands_where_they_belong(cell: Cell, response: httpx.Response) -> None:
+    """Staff land on their first page; anyone else on the login page."""
+    expected = {
+        HANDLER: "/nb/staff/cases",
+        CUSTODIAN: "/nb/staff/identity-requests",
+        AUDITOR: "/nb/staff/audit",
+        ADMIN: "/nb/staff/admin/units",
+    }
+    for role in (UNDECLARED, RECUSED, EXCLUDED, OTHER_UNIT):
+        expected[role] = expected[HANDLER]
+    expected[OTHER_CUSTODIAN] = expected[CUSTODIAN]
+    assert response.headers["location"] == expected.get(cell.role, "/nb/staff/login")
+
+
+def staff_login(cell: Cell) -> httpx.Response:
+    """The role logs in on the staff page with its own account; others try a made-up one."""
+    username = STAFF_ACCOUNTS[cell.role][0] if cell.role in STAFF else "somebody"
+    return staff_form(cell, "/nb/staff/login", {"username": username, "password": PASSWORD})
+
+
+def staff_form(cell: Cell, path: str, data: Mapping[str, str]) -> httpx.Response:
+    """A staff page's form as the role's browser sends it, with its own form token."""
+    return cell.request("POST", path, data={**data, CSRF_FIELD: cell.form_token()})
 
 
 def hold_body(reason: str) -> dict[str, str]:
@@ -1060,6 +1117,47 @@ ROUTES: tuple[Route, ...] = (
         everyone(303),
         fresh=Fresh.SESSION,
     ),
+    # ---- the staff pages: login, two-factor set-up, logout
+    Route(
+        "GET",
+        "/{lang:lang}/staff/login",
+        lambda c: c.request("GET", "/nn/staff/login"),
+        everyone(200),
+    ),
+    Route(
+        "POST",
+        "/{lang:lang}/staff/login",
+        staff_login,
+        {**everyone(401), **dict.fromkeys(STAFF, 303)},
+        fresh=Fresh.SESSION,
+    ),
+    Route(
+        "GET",
+        "/{lang:lang}/staff/",
+        lambda c: c.request("GET", "/nb/staff/"),
+        everyone(303),
+        check=lands_where_they_belong,
+    ),
+    Route(
+        "GET",
+        "/{lang:lang}/staff/two-factor",
+        lambda c: c.request("GET", "/en/staff/two-factor"),
+        staff_page(200),
+    ),
+    Route(
+        "POST",
+        "/{lang:lang}/staff/two-factor",
+        # No code: refused on input (a set-up would enrol the shared accounts).
+        lambda c: staff_form(c, "/en/staff/two-factor", {"code": "", "enrolment": ""}),
+        staff_page(422),
+    ),
+    Route(
+        "POST",
+        "/{lang:lang}/staff/logout",
+        lambda c: staff_form(c, "/nb/staff/logout", {}),
+        everyone(303),
+        fresh=Fresh.SESSION,
+    ),
 )
 
 
@@ -1186,10 +1284,16 @@ PAGE_POSTS = [r for r in ROUTES if r.method == "POST" and not r.path.startswith(
 
 @pytest.mark.parametrize("route", PAGE_POSTS, ids=lambda r: f"{r.method} {r.path}")
 def test_page_forms_need_a_form_token_of_their_own_browser(world: World, route: Route) -> None:
-    """A reporter's form sent with a token made for another browser does nothing (400)."""
-    cell, response = answer(world, route, REPORTER, forged_tokens=True)
+    """A form sent with a token made for another browser does nothing (400): a reporter's
+    on the reporter pages, a handler's on the staff pages."""
+    staff = "/staff/" in route.path
+    role = HANDLER if staff else REPORTER
+    cell, response = answer(world, route, role, forged_tokens=True)
 
     assert response.status_code == 400, response.text[:300]
-    with world.browser(cell.scene.cookies[REPORTER]):
-        still = world.client.get("/nb/case", follow_redirects=False)
-    assert still.status_code == 200, "the reporter's session did not survive a forged form"
+    with world.browser(cell.scene.cookies[role]):
+        still = world.client.get("/nb/staff/" if staff else "/nb/case", follow_redirects=False)
+    if staff:
+        assert still.headers["location"] == "/nb/staff/cases", "the session did not survive"
+    else:
+        assert still.status_code == 200, "the reporter's session did not survive a forged form"

@@ -98,12 +98,12 @@ def test_concurrent_attempts_are_checked_at_a_bounded_rate(
 
     async def attempt(n: int) -> str:
         try:
-            token = await accounts.sign_in_staff(
+            outcome = await accounts.sign_in_staff(
                 maker, settings, username=f"guess{n}", password="not the password"
             )
         except TooManyAttempts:
             return "refused"
-        assert token is None
+        assert outcome.token is None
         return "checked"
 
     async def attack() -> list[str]:

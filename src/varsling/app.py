@@ -7,7 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -189,12 +189,17 @@ def _record_refusal(session: Session, refusal: RefusalEvent) -> None:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    from varsling.web import staff_pages
+
     @app.exception_handler(VarslingError)
-    async def _domain(request: Request, exc: VarslingError) -> JSONResponse:
+    async def _domain(request: Request, exc: VarslingError) -> Response:
         if exc.refusal is not None:
             await run_in_threadpool(
                 in_transaction, request.app.state.sessionmaker, _record_refusal, exc.refusal
             )
+        if staff_pages.is_staff_path(request.url.path):
+            # The staff pages answer a refusal as the API does, as a page.
+            return staff_pages.error_page(request, exc)
         return JSONResponse(
             {**error_body(exc.code, exc.message), **exc.body_extra},
             status_code=exc.status_code,

@@ -39,8 +39,8 @@ def bearer_token(credentials: Credentials) -> str:
 Token = Annotated[str, Depends(bearer_token)]
 
 
-def current_staff(session: DbSession, token: Token) -> StaffPrincipal:
-    return staff_principal(session, token)
+def current_staff(session: DbSession, token: Token, settings: AppSettings) -> StaffPrincipal:
+    return staff_principal(session, token, settings=settings)
 
 
 Staff = Annotated[StaffPrincipal, Depends(current_staff)]

@@ -69,7 +69,16 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
 
+    # A staff session ends this long after login however busy it is (absolute),
+    # and after this long without a request (idle).
     session_minutes: int = Field(default=120, ge=1)
+    session_idle_minutes: int = Field(default=20, ge=1)
+    # Staff with any of these roles must log in with a second factor (TOTP or a
+    # recovery code); others may turn it on for themselves.
+    two_factor_roles: tuple[Literal["handler", "custodian", "auditor", "admin"], ...] = (
+        "custodian",
+        "admin",
+    )
     reporter_session_minutes: int = Field(default=30, ge=1)
 
     # Failed case-code logins above this many a minute, across all reporters,

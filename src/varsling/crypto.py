@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes, hpke
 from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.twofactor.totp import TOTP
 
 KEY_BYTES = 32
 _V1 = b"\x01"
@@ -559,3 +560,80 @@ def key_fingerprint(public_key: bytes) -> str:
 
 def sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
+
+
+# --------------------------------------------------------------------------
+# Two-factor: TOTP (RFC 6238, SHA-1, 6 digits, 30 s, as authenticator apps expect)
+# and one-time recovery codes
+
+TOTP_STEP_SECONDS = 30
+TOTP_DIGITS = 6
+TOTP_SECRET_BYTES = 20
+_TOTP_WINDOW = 1  # one step either side: clocks drift and people type slowly
+RECOVERY_CODE_COUNT = 10
+_RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i
+_RECOVERY_CODE_CHARS = 12
+
+
+def new_totp_secret() -> bytes:
+    return os.urandom(TOTP_SECRET_BYTES)
+
+
+def totp_secret_text(secret: bytes) -> str:
+    """The secret as authenticator apps take it typed in: base32, no padding."""
+    return base64.b32encode(secret).decode().rstrip("=")
+
+
+def _totp(secret: bytes) -> TOTP:
+    # cryptography refuses SHA-1 keys shorter than 16 bytes; ours are 20.
+    return TOTP(secret, TOTP_DIGITS, hashes.SHA1(), TOTP_STEP_SECONDS, enforce_key_length=True)  # noqa: S303
+
+
+def totp_code(secret: bytes, step: int) -> str:
+    """The code for one time step (`unix time // 30`)."""
+    return _totp(secret).generate(step * TOTP_STEP_SECONDS).decode()
+
+
+def totp_uri(secret: bytes, *, account: str, issuer: str) -> str:
+    return _totp(secret).get_provisioning_uri(account, issuer)
+
+
+def totp_step(unix_time: float) -> int:
+    return int(unix_time) // TOTP_STEP_SECONDS
+
+
+def totp_match(secret: bytes, code: str, *, now_step: int, after_step: int) -> int | None:
+    """The time step `code` belongs to (within one step of now), or None.
+
+    Steps at or before `after_step` (the last one used) never match, so a code
+    seen over someone's shoulder cannot be used again.
+    """
+    typed = re.sub(r"[\s-]", "", code)
+    if not re.fullmatch(rf"[0-9]{{{TOTP_DIGITS}}}", typed):
+        return None
+    found = None
+    for step in range(now_step - _TOTP_WINDOW, now_step + _TOTP_WINDOW + 1):
+        if step > after_step and hmac.compare_digest(totp_code(secret, step), typed):
+            found = step
+    return found
+
+
+def new_recovery_codes() -> list[str]:
+    """Ten one-time codes, each 12 letters and digits in three groups of four."""
+    codes = []
+    for _ in range(RECOVERY_CODE_COUNT):
+        raw = "".join(secrets.choice(_RECOVERY_ALPHABET) for _ in range(_RECOVERY_CODE_CHARS))
+        codes.append("-".join(raw[i : i + 4] for i in range(0, _RECOVERY_CODE_CHARS, 4)))
+    return codes
+
+
+def normalize_recovery_code(text: str) -> str | None:
+    raw = re.sub(r"[\s-]", "", text).lower()
+    if len(raw) != _RECOVERY_CODE_CHARS or any(c not in _RECOVERY_ALPHABET for c in raw):
+        return None
+    return "-".join(raw[i : i + 4] for i in range(0, _RECOVERY_CODE_CHARS, 4))
+
+
+def recovery_digest(key: bytes, user_id: int, code: str) -> bytes:
+    """A recovery code's keyed digest (the codes are random: no slow hash needed)."""
+    return hmac.new(key, context("varsling/recovery", user_id, code), hashlib.sha256).digest()

@@ -315,7 +315,12 @@ def test_a_login_against_refused_parameters_fails_cleanly(
     status, _retry, body = _login(client, "hanne", PASSWORD)
 
     assert status == 401
-    assert body == {"error": {"code": "unauthenticated", "message": "Wrong username or password."}}
+    assert body == {
+        "error": {
+            "code": "unauthenticated",
+            "message": "Wrong username, password or two-factor code.",
+        }
+    }
     # The same cost as any login (the unknown-user run), never what the row asked for.
     assert costs == [settings.argon2]
     (failed,) = _events(db, "user.login_failed")
@@ -339,10 +344,10 @@ def test_a_parallel_burst_at_one_account_learns_no_more_than_attempts_in_a_row(
 
     async def attempt() -> int:
         try:
-            token = await sign_in_staff(maker, settings, username="hanne", password=WRONG)
+            outcome = await sign_in_staff(maker, settings, username="hanne", password=WRONG)
         except TooManyAttempts:
             return 429
-        assert token is None
+        assert outcome.token is None
         return 401
 
     async def burst() -> list[int]:

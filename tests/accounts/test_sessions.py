@@ -71,6 +71,7 @@ def _expired_session(
             user_id=user_id,
             sealed_secret=b"sealed",
             expires_at=yesterday,
+            idle_until=yesterday,
         )
     db.add(row)
     db.commit()

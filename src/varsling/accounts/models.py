@@ -5,7 +5,17 @@ from __future__ import annotations
 import datetime as dt
 import enum
 
-from sqlalchemy import Boolean, Date, DateTime, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from varsling.db import Base
@@ -92,6 +102,34 @@ class LoginSession(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     sealed_secret: Mapped[bytes] = mapped_column(LargeBinary)
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    # Pushed forward by each request; the session ends at whichever comes first.
+    idle_until: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    # "full", or "enrol": the password was right but two-factor must be set up first.
+    scope: Mapped[str] = mapped_column(String(10), default="full", server_default="full")
+
+
+class TwoFactor(Base):
+    """A staff member's second factor, one row per account from its creation.
+
+    The TOTP secret is sealed under a key derived from the password pepper
+    (configuration, not database); the recovery codes are kept as keyed
+    digests. `tag` is a MAC over the whole row and the account id, so a
+    database writer cannot delete the row, empty it (turning two-factor off)
+    or copy another account's row without the login refusing.
+    """
+
+    __tablename__ = "two_factor"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    sealed_secret: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # The last time step used: a code is never accepted twice.
+    last_step: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Concatenated 32-byte digests of the unused recovery codes.
+    recovery_digests: Mapped[bytes] = mapped_column(LargeBinary)
+    # Counts enrolments and resets, so an older row of the same account is told apart in
+    # the audit trail (see docs/staff-web.md for what a replayed row can and cannot do).
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    tag: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class ReporterSession(Base):

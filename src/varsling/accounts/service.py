@@ -5,16 +5,18 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, cast
 
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import CursorResult, delete, select
+from sqlalchemy import CursorResult, delete, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from varsling import audit, crypto, throttle
+from varsling.accounts import two_factor
 from varsling.accounts.models import (
     LoginSession,
     Membership,
@@ -33,6 +35,9 @@ log = logging.getLogger(__name__)
 
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,62}")
 MIN_PASSWORD_CHARS = 12
+# The channel a session token is bound to: the API's bearer token, or the staff pages' cookie.
+API_CHANNEL = "api"
+STAFF_WEB_CHANNEL = "staff-web"
 
 
 def utcnow() -> dt.datetime:
@@ -308,6 +313,7 @@ def create_user(
         pair.private_key, login.key, owner=f"user:{user.id}"
     )
     certify_key(settings, user)
+    session.add(two_factor.new_row(settings, user.id))
     audit.record(
         session,
         actor=actor,
@@ -622,11 +628,18 @@ def _audit_blocked(session: Session, actor: str, remaining: int) -> None:
 @dataclass(frozen=True)
 class LoginOutcome:
     """A session token (None when refused), the private key when the password verifier
-    must be made again under the current scheme, or the seconds to wait when blocked."""
+    must be made again under the current scheme, or the seconds to wait when blocked.
+
+    `scope` is "enrol" for a session that may only set up two-factor (the role
+    requires it and the account has none yet); `enrolment_required` says the
+    same to an API login, which gets no session then.
+    """
 
     token: str | None
     rehash_private_key: bytes | None = None
     retry_after: int | None = None
+    scope: str = "full"
+    enrolment_required: bool = False
 
 
 def _refuse(
@@ -644,8 +657,14 @@ def finish_login(
     record: _LoginRecord | None,
     secrets: crypto.LoginSecrets,
     account: bytes,
+    *,
+    code: str | None = None,
+    channel: str = API_CHANNEL,
+    token: str | None = None,
+    now: float | None = None,
 ) -> LoginOutcome:
-    """Check the verifier, open the private key, check it is the certified one, start a session.
+    """Check the verifier, open the private key, check it is the certified one, check the
+    second factor, start a session.
 
     A refusal is counted and audited, so the caller must commit, not raise.
     """
@@ -695,6 +714,18 @@ def finish_login(
             "user.login_refused_key",
             {"user_id": user.id, "reason": problem},
         )
+    second = _second_factor(session, settings, user, account, code, now=now)
+    if isinstance(second, LoginOutcome):
+        return second
+    scope = second
+    if scope == "enrol" and channel == API_CHANNEL:
+        audit.record(
+            session,
+            actor=f"user:{user.id}",
+            action="user.login_refused_two_factor",
+            details={"user_id": user.id, "reason": "not_enrolled"},
+        )
+        return LoginOutcome(None, enrolment_required=True)
     if user.key_certificate is None:
         certify_key(settings, user)
         audit.record(
@@ -704,10 +735,11 @@ def finish_login(
             details={"user_id": user.id, "key_version": user.key_version, "how": "login"},
         )
     throttle.clear_account(session, account)
-    token = crypto.new_token()
-    token_secrets = crypto.derive_token(token)
-    now = utcnow()
-    purge_expired_sessions(session, now)
+    token = token or crypto.new_token()
+    token_secrets = crypto.derive_token(token, channel)
+    started = utcnow()
+    purge_expired_sessions(session, started)
+    expires_at = started + dt.timedelta(minutes=settings.session_minutes)
     session.add(
         LoginSession(
             token_lookup=token_secrets.lookup,
@@ -715,12 +747,56 @@ def finish_login(
             sealed_secret=crypto.seal_private_key(
                 private_key, token_secrets.key, owner=f"session:user:{user.id}"
             ),
-            expires_at=now + dt.timedelta(minutes=settings.session_minutes),
+            expires_at=expires_at,
+            idle_until=min(
+                expires_at, started + dt.timedelta(minutes=settings.session_idle_minutes)
+            ),
+            scope=scope,
         )
     )
-    audit.record(session, actor=f"user:{user.id}", action="user.login")
+    audit.record(
+        session,
+        actor=f"user:{user.id}",
+        action="user.login",
+        details={"channel": channel, "scope": scope},
+    )
     rehash = record.params != current_password_params(settings)
-    return LoginOutcome(token, private_key if rehash else None)
+    return LoginOutcome(token, private_key if rehash else None, scope=scope)
+
+
+def _second_factor(
+    session: Session,
+    settings: Settings,
+    user: User,
+    account: bytes,
+    code: str | None,
+    *,
+    now: float | None,
+) -> LoginOutcome | str:
+    """The session scope the second factor allows ("full" or "enrol"), or the refusal."""
+    try:
+        row = two_factor.checked_row(session, settings, user.id)
+    except two_factor.TwoFactorAltered:
+        # Answered like a wrong password; the audit trail says why.
+        return _refuse(
+            session,
+            account,
+            f"user:{user.id}",
+            "user.login_refused_two_factor",
+            {"user_id": user.id, "reason": "altered"},
+        )
+    if two_factor.is_enrolled(row):
+        moment = time.time() if now is None else now
+        if not code or two_factor.check_code(session, settings, row, code, now=moment) is None:
+            return _refuse(
+                session,
+                account,
+                f"user:{user.id}",
+                "user.login_failed",
+                {"reason": "second_factor"},
+            )
+        return "full"
+    return "enrol" if two_factor.is_required(settings, user.role_names) else "full"
 
 
 def _key_problem(
@@ -772,12 +848,20 @@ def store_rehash(
 
 
 async def sign_in_staff(
-    maker: sessionmaker[Session], settings: Settings, *, username: str, password: str
-) -> str | None:
+    maker: sessionmaker[Session],
+    settings: Settings,
+    *,
+    username: str,
+    password: str,
+    code: str | None = None,
+    channel: str = API_CHANNEL,
+    token: str | None = None,
+) -> LoginOutcome:
     """The whole staff login, for async routes: Argon2id never runs inside a transaction.
 
     The account's backoff is checked first and, while it lasts, refuses
-    without running Argon2id (TooManyAttempts); then the global limit.
+    without running Argon2id (TooManyAttempts); then the global limit. The
+    outcome's token is None when the login was refused.
     """
     account = crypto.account_tag(settings.secret("password_pepper"), username)
     blocked = await run_in_threadpool(in_transaction, maker, check_backoff, account, username)
@@ -787,7 +871,13 @@ async def sign_in_staff(
     record = await run_in_threadpool(in_transaction, maker, _login_record, username)
     secrets = await run_in_threadpool(_derive, record, password, settings)
     outcome = await run_in_threadpool(
-        in_transaction, maker, finish_login, settings, record, secrets, account
+        in_transaction,
+        maker,
+        partial(finish_login, code=code, channel=channel, token=token),
+        settings,
+        record,
+        secrets,
+        account,
     )
     if outcome.retry_after is not None:
         raise TooManyAttempts(
@@ -815,13 +905,17 @@ async def sign_in_staff(
             fresh,
             outcome.rehash_private_key,
         )
-    return outcome.token
+    return outcome
 
 
 def purge_expired_sessions(session: Session, now: dt.datetime) -> int:
     """Delete expired staff sessions, and reporter sessions whose purge day has passed
     (done at each login); how many."""
-    staff = session.execute(delete(LoginSession).where(LoginSession.expires_at < now))
+    staff = session.execute(
+        delete(LoginSession).where(
+            or_(LoginSession.expires_at < now, LoginSession.idle_until < now)
+        )
+    )
     reporters = session.execute(
         delete(ReporterSession).where(ReporterSession.purge_on < now.date())
     )
@@ -836,26 +930,47 @@ def purge_sessions(session: Session, now: dt.datetime | None = None) -> int:
 
 
 def find_session(
-    session: Session, token: str, channel: str = "api"
+    session: Session, token: str, channel: str = API_CHANNEL
 ) -> tuple[LoginSession, crypto.TokenSecrets]:
     """The live staff session for a token, or Unauthenticated."""
     token_secrets = crypto.derive_token(token, channel)
     found = session.execute(
         select(LoginSession).where(LoginSession.token_lookup == token_secrets.lookup)
     ).scalar_one_or_none()
-    if found is None or as_utc(found.expires_at) <= utcnow():
+    now = utcnow()
+    if found is None or as_utc(found.expires_at) <= now:
         raise Unauthenticated("The session has expired or does not exist; log in again.")
+    if as_utc(found.idle_until) <= now:
+        raise Unauthenticated("The session ended after a while without use; log in again.")
     return found, token_secrets
 
 
-def staff_principal(session: Session, token: str) -> StaffPrincipal:
-    found, token_secrets = find_session(session, token)
+def staff_principal(
+    session: Session,
+    token: str,
+    channel: str = API_CHANNEL,
+    *,
+    settings: Settings | None = None,
+    scope: str = "full",
+) -> StaffPrincipal:
+    """The staff member behind a live session of `scope`; each use keeps it from idling out.
+
+    `settings` gives the idle time; without them the idle deadline is left as it is.
+    """
+    found, token_secrets = find_session(session, token, channel)
+    if found.scope != scope:
+        raise Unauthenticated("Set up two-factor login on the web pages first.")
     user = session.get(User, found.user_id)
     if user is None or not user.active:
         raise Unauthenticated("The account is not active.")
     private_key = crypto.open_private_key(
         found.sealed_secret, token_secrets.key, owner=f"session:user:{user.id}"
     )
+    if settings is not None:
+        found.idle_until = min(
+            as_utc(found.expires_at),
+            utcnow() + dt.timedelta(minutes=settings.session_idle_minutes),
+        )
     return StaffPrincipal(
         user_id=user.id,
         roles=frozenset(user.role_names),
@@ -864,7 +979,13 @@ def staff_principal(session: Session, token: str) -> StaffPrincipal:
     )
 
 
-def logout(session: Session, token: str, channel: str = "api") -> None:
+def session_ends_at(session: Session, token: str, channel: str) -> dt.datetime:
+    """When the session behind `token` ends at the latest (its absolute expiry)."""
+    found, _ = find_session(session, token, channel)
+    return as_utc(found.expires_at)
+
+
+def logout(session: Session, token: str, channel: str = API_CHANNEL) -> None:
     """End the staff or reporter session behind `token`."""
     lookup = crypto.derive_token(token, channel).lookup
     reporter = session.get(ReporterSession, lookup)

@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from babel.dates import format_date, format_timedelta
 from babel.numbers import format_decimal
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -34,7 +33,14 @@ from varsling.reports import reprisal, service
 from varsling.reports.service import ReporterPrincipal
 from varsling.reports.uploads import FileProblem, ParsedForm, read_multipart
 from varsling.web.i18n import N_, Language
-from varsling.web.pages import PageLanguage, format_size, page_templates, render_page
+from varsling.web.pages import (
+    PageLanguage,
+    format_day,
+    format_minutes,
+    format_size,
+    page_templates,
+    render_page,
+)
 from varsling.web.security import (
     CSRF_FIELD,
     FORM_TOKEN_SECONDS,
@@ -104,18 +110,6 @@ def _translate(request: Request, language: Language, message: str) -> str:
 
 # --------------------------------------------------------------------------
 # Formatting for the page's language
-
-
-def format_day(iso_date: str, language: Language) -> str:
-    """A date as the page's language writes it in full, e.g. "3. mars 2026"."""
-    return format_date(dt.date.fromisoformat(iso_date), format="long", locale=language)
-
-
-def format_minutes(minutes: int, language: Language) -> str:
-    """A number of minutes in words, e.g. "30 minutter" (never rounded up to hours)."""
-    return format_timedelta(
-        dt.timedelta(minutes=minutes), granularity="minute", threshold=10_000, locale=language
-    )
 
 
 def _formatters(language: Language) -> dict[str, Callable[[Any], str | bool]]:

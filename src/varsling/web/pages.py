@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+from babel.dates import format_date, format_timedelta
 from babel.units import format_unit
 from fastapi import Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
@@ -73,6 +75,25 @@ def format_size(size_bytes: int, language: Language) -> str:
     text: str = format_unit(value, unit, length="short", locale=language)
     # The number and its unit stay on one line.
     return text.replace(" ", "\u00a0")
+
+
+def format_day(iso_date: str, language: Language) -> str:
+    """A date as the page's language writes it in full, e.g. "3. mars 2026"."""
+    return format_date(dt.date.fromisoformat(iso_date), format="long", locale=language)
+
+
+def format_minutes(minutes: int, language: Language) -> str:
+    """A number of minutes in words, e.g. "30 minutter" (never rounded up to hours)."""
+    return format_timedelta(
+        dt.timedelta(minutes=minutes), granularity="minute", threshold=10_000, locale=language
+    )
+
+
+def format_seconds(seconds: int, language: Language) -> str:
+    """A number of seconds in words, e.g. "45 sekunder"."""
+    return format_timedelta(
+        dt.timedelta(seconds=seconds), granularity="second", threshold=10_000, locale=language
+    )
 
 
 def page_templates(request: Request) -> PageTemplates:

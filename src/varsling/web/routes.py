@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from varsling.web import case_pages, report_pages
+from varsling.web import case_pages, report_pages, staff_login_pages
 from varsling.web.i18n import DEFAULT_LANGUAGE, PageTemplates
 from varsling.web.pages import PageLanguage, render_page
 from varsling.web.security import CsrfSigner, SecurityHeadersMiddleware
+from varsling.web.staff_auth import StaffRedirect
 
 if TYPE_CHECKING:
     from varsling.config import Settings
@@ -30,6 +31,11 @@ def start_page(request: Request, language: PageLanguage) -> HTMLResponse:
     return render_page(request, language, "start.html")
 
 
+async def _staff_redirect(_request: Request, exc: Exception) -> Response:
+    location = exc.location if isinstance(exc, StaffRedirect) else "/"
+    return RedirectResponse(location, status_code=303)
+
+
 def mount_static(app: FastAPI) -> None:
     """Serve `varsling/static` at /static: every asset is self-hosted."""
     app.mount("/static", StaticFiles(packages=[("varsling", "static")]), name="static")
@@ -43,6 +49,9 @@ def install_web(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(
         SecurityHeadersMiddleware, strict_transport_security=settings.secure_transport
     )
+    app.add_exception_handler(StaffRedirect, _staff_redirect)
     app.include_router(router)
     app.include_router(report_pages.router)
     app.include_router(case_pages.router)
+    # The staff workspace: each role's pages in a module of their own.
+    app.include_router(staff_login_pages.router)

@@ -269,6 +269,18 @@ def rotate_session_cookie(request: Request, response: Response) -> str:
     return value
 
 
+def set_session_value(request: Request, response: Response, value: str) -> None:
+    """Make `value` this browser's cookie value (a staff login: it is the session token).
+
+    Form tokens issued later in this request are bound to it.
+    """
+    if not _SESSION_VALUE.fullmatch(value):
+        raise ValueError("a session value is 43 URL-safe base64 characters")
+    request.state.varsling_session_value = value
+    request.state.varsling_session_cleared = False
+    set_session_cookie(request, response)
+
+
 def clear_session_cookie(request: Request, response: Response) -> None:
     """Delete this browser's cookie (at a logout)."""
     request.state.varsling_session_value = None

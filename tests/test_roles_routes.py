@@ -601,6 +601,14 @@ def staff_form(cell: Cell, path: str, data: Mapping[str, str]) -> httpx.Response
     return cell.request("POST", path, data={**data, CSRF_FIELD: cell.form_token()})
 
 
+def admin_page(status: int) -> dict[str, int]:
+    """An administrators' page: other staff get a 403 page, anyone else the login page."""
+    return {**staff_page(403), ADMIN: status}
+
+
+ADMIN_PAGES = "/{lang:lang}/staff/admin"
+
+
 def hold_body(reason: str) -> dict[str, str]:
     review_on = dt.date.today() + dt.timedelta(days=90)
     return {"reason": reason, "review_on": review_on.isoformat()}
@@ -1158,6 +1166,110 @@ ROUTES: tuple[Route, ...] = (
         everyone(303),
         fresh=Fresh.SESSION,
     ),
+    # ---- the administrators' pages; their forms are refused on input (a change would
+    # alter the shared world), but the two-factor reset of the grantee, who logs in nowhere
+    Route(
+        "GET",
+        f"{ADMIN_PAGES}/units",
+        lambda c: c.request("GET", "/nb/staff/admin/units"),
+        admin_page(200),
+    ),
+    Route(
+        "POST",
+        f"{ADMIN_PAGES}/units",
+        lambda c: staff_form(
+            c,
+            "/en/staff/admin/units",
+            {"name": " ", "kind": "municipal", "parent": str(c.world.units["county"])},
+        ),
+        admin_page(422),
+    ),
+    Route(
+        "GET",
+        f"{ADMIN_PAGES}/units/{{unit_id}}",
+        lambda c: c.request("GET", f"/nn/staff/admin/units/{c.world.units['town']}"),
+        admin_page(200),
+    ),
+    Route(
+        "POST",
+        f"{ADMIN_PAGES}/units/{{unit_id}}/rename",
+        lambda c: staff_form(
+            c, f"/en/staff/admin/units/{c.world.units['town']}/rename", {"name": ""}
+        ),
+        admin_page(422),
+    ),
+    Route(
+        "POST",
+        f"{ADMIN_PAGES}/units/{{unit_id}}/move",
+        # The town under itself.
+        lambda c: staff_form(
+            c,
+            f"/en/staff/admin/units/{c.world.units['town']}/move",
+            {"parent": str(c.world.units["town"])},
+        ),
+        admin_page(422),
+    ),
+    Route(
+        "GET",
+        f"{ADMIN_PAGES}/accounts",
+        lambda c: c.request("GET", "/en/staff/admin/accounts"),
+        admin_page(200),
+    ),
+    Route(
+        "GET",
+        f"{ADMIN_PAGES}/accounts/new",
+        lambda c: c.request("GET", "/nb/staff/admin/accounts/new"),
+        admin_page(200),
+    ),
+    Route(
+        "POST",
+        f"{ADMIN_PAGES}/accounts",
+        lambda c: staff_form(
+            c,
+            "/en/staff/admin/accounts",
+            {"username": "", "display_name": "", "password": "", "roles": "auditor"},
+        ),
+        admin_page(422),
+    ),
+    Route(
+        "GET",
+        f"{ADMIN_PAGES}/accounts/{{user_id}}",
+        lambda c: c.request("GET", f"/en/staff/admin/accounts/{c.world.user_ids[HANDLER]}"),
+        admin_page(200),
+    ),
+    Route(
+        "POST",
+        f"{ADMIN_PAGES}/accounts/{{user_id}}/roles",
+        # The roles the handler has already.
+        lambda c: staff_form(
+            c, f"/en/staff/admin/accounts/{c.world.user_ids[HANDLER]}/roles", {"roles": "handler"}
+        ),
+        admin_page(422),
+    ),
+    Route(
+        "POST",
+        f"{ADMIN_PAGES}/accounts/{{user_id}}/units",
+        # No unit for a handler.
+        lambda c: staff_form(c, f"/en/staff/admin/accounts/{c.world.user_ids[HANDLER]}/units", {}),
+        admin_page(422),
+    ),
+    Route(
+        "POST",
+        f"{ADMIN_PAGES}/accounts/{{user_id}}/deactivate",
+        # The only administrator.
+        lambda c: staff_form(
+            c, f"/en/staff/admin/accounts/{c.world.user_ids[ADMIN]}/deactivate", {}
+        ),
+        admin_page(422),
+    ),
+    Route(
+        "POST",
+        f"{ADMIN_PAGES}/accounts/{{user_id}}/two-factor-reset",
+        lambda c: staff_form(
+            c, f"/en/staff/admin/accounts/{c.world.grantee_id}/two-factor-reset", {}
+        ),
+        admin_page(303),
+    ),
 )
 
 
@@ -1285,15 +1397,17 @@ PAGE_POSTS = [r for r in ROUTES if r.method == "POST" and not r.path.startswith(
 @pytest.mark.parametrize("route", PAGE_POSTS, ids=lambda r: f"{r.method} {r.path}")
 def test_page_forms_need_a_form_token_of_their_own_browser(world: World, route: Route) -> None:
     """A form sent with a token made for another browser does nothing (400): a reporter's
-    on the reporter pages, a handler's on the staff pages."""
+    on the reporter pages, a handler's on the staff pages, an admin's on the admin pages."""
     staff = "/staff/" in route.path
-    role = HANDLER if staff else REPORTER
+    admin = route.path.startswith(ADMIN_PAGES)
+    role = ADMIN if admin else HANDLER if staff else REPORTER
     cell, response = answer(world, route, role, forged_tokens=True)
 
     assert response.status_code == 400, response.text[:300]
     with world.browser(cell.scene.cookies[role]):
         still = world.client.get("/nb/staff/" if staff else "/nb/case", follow_redirects=False)
     if staff:
-        assert still.headers["location"] == "/nb/staff/cases", "the session did not survive"
+        home = "/nb/staff/admin/units" if admin else "/nb/staff/cases"
+        assert still.headers["location"] == home, "the session did not survive"
     else:
         assert still.status_code == 200, "the reporter's session did not survive a forged form"

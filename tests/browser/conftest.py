@@ -6,6 +6,7 @@ are skipped on a developer's machine and fail in CI (CI=true).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import socket
@@ -22,6 +23,7 @@ from fastapi import FastAPI
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
+from varsling import crypto
 from varsling.accounts import service as accounts
 from varsling.app import create_app
 from varsling.config import Settings
@@ -121,6 +123,8 @@ def org(browser_settings: Settings) -> dict[str, int]:
             ("hanne", "Hanne Hansen", vestland.id, "handler"),
             ("ola", "Ola Olsen", vestland.id, "handler"),
             ("cora", "Cora Carlsen", national.id, "custodian"),
+            ("aud", "Audun Aas", national.id, "auditor"),
+            ("adam", "Adam Admin", national.id, "admin"),
         ):
             user = accounts.create_user(
                 session,
@@ -279,3 +283,63 @@ def takes_focus(page: Page, selector: str, timeout_ms: float = 20_000) -> bool:
     except PlaywrightTimeoutError:
         return False
     return True
+
+
+# --------------------------------------------------------------------------
+# Staff logins in the browser, two-factor included
+
+
+@dataclass
+class _Enrolled:
+    secret: bytes
+    last_step: int
+    recovery_codes: list[str]
+
+
+# Per test process (each xdist worker has its own database): who has set up two-factor.
+_ENROLLED: dict[str, _Enrolled] = {}
+_SECRET_TEXT = "code.totp-secret"
+
+
+def _next_code(username: str) -> str:
+    """A code the account has not used: the current step's, the next one's, or a recovery code.
+
+    A code is never accepted twice, and tests log the same person in often.
+    """
+    enrolled = _ENROLLED[username]
+    now = crypto.totp_step(time.time())
+    step = max(now, enrolled.last_step + 1)
+    if step > now + 1:
+        if enrolled.recovery_codes:
+            return enrolled.recovery_codes.pop()
+        time.sleep((step - 1) * crypto.TOTP_STEP_SECONDS - time.time() + 0.5)
+    enrolled.last_step = step
+    return crypto.totp_code(enrolled.secret, step)
+
+
+def enrol_in_browser(page: Page, username: str) -> None:
+    """On the two-factor set-up page: type the key's current code, as a phone would show it."""
+    secret_text = page.locator(_SECRET_TEXT).inner_text().replace(" ", "")
+    secret = base64.b32decode(secret_text + "=" * (-len(secret_text) % 8))
+    step = crypto.totp_step(time.time())
+    page.fill("#code", crypto.totp_code(secret, step))
+    page.locator("form[action$='/staff/two-factor'] button[type=submit]").click()
+    page.wait_for_selector("ul.recovery-codes")
+    codes = [c.strip() for c in page.locator("ul.recovery-codes code").all_inner_texts()]
+    _ENROLLED[username] = _Enrolled(secret, step, codes)
+
+
+def staff_login(page: Page, base: str, username: str, language: str = "en") -> None:
+    """Log a staff member in on the staff login page, setting up two-factor if their role
+    needs it and they have none yet; the page ends on their start page."""
+    page.goto(f"{base}/{language}/staff/login")
+    page.fill("#username", username)
+    page.fill("#password", BROWSER_PASSWORD)
+    if username in _ENROLLED:
+        page.fill("#code", _next_code(username))
+    page.locator("form[action$='/staff/login'] button[type=submit]").click()
+    page.wait_for_load_state()
+    if page.url.endswith(f"/{language}/staff/two-factor") and username not in _ENROLLED:
+        enrol_in_browser(page, username)
+        page.goto(f"{base}/{language}/staff/")
+    assert "/staff/login" not in page.url, f"{username} could not log in: {page.url}"

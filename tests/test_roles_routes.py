@@ -626,6 +626,14 @@ def staff_form(cell: Cell, path: str, data: Mapping[str, str]) -> httpx.Response
     return cell.request("POST", path, data={**data, CSRF_FIELD: cell.form_token()})
 
 
+def admin_page(status: int) -> dict[str, int]:
+    """An administrators' page: other staff get a 403 page, anyone else the login page."""
+    return {**staff_page(403), ADMIN: status}
+
+
+ADMIN_PAGES = "/{lang:lang}/staff/admin"
+
+
 def hold_body(reason: str) -> dict[str, str]:
     review_on = dt.date.today() + dt.timedelta(days=90)
     return {"reason": reason, "review_on": review_on.isoformat()}
@@ -1239,6 +1247,110 @@ ROUTES: tuple[Route, ...] = (
         everyone(303),
         fresh=Fresh.SESSION,
     ),
+    # ---- the administrators' pages; their forms are refused on input (a change would
+    # alter the shared world), but the two-factor reset of the grantee, who logs in nowhere
+    Route(
+        "GET",
+        f"{ADMIN_PAGES}/units",
+        lambda c: c.request("GET", "/nb/staff/admin/units"),
+        admin_page(200),
+    ),
+    Route(
+        "POST",
+        f"{ADMIN_PAGES}/units",
+        lambda c: staff_form(
+            c,
+            "/en/staff/admin/units",
+            {"name": " ", "kind": "municipal", "parent": str(c.world.units["county"])},
+        ),
+        admin_page(422),
+    ),
+    Route(
+        "GET",
+        f"{ADMIN_PAGES}/units/{{unit_id}}",
+        lambda c: c.request("GET", f"/nn/staff/admin/units/{c.world.units['town']}"),
+        admin_page(200),
+    ),
+    Route(
+        "POST",
+        f"{ADMIN_PAGES}/units/{{unit_id}}/rename",
+        lambda c: staff_form(
+            c, f"/en/staff/admin/units/{c.world.units['town']}/rename", {"name": ""}
+        ),
+        admin_page(422),
+    ),
+    Route(
+        "POST",
+        f"{ADMIN_PAGES}/units/{{unit_id}}/move",
+        # The town under itself.
+        lambda c: staff_form(
+            c,
+            f"/en/staff/admin/units/{c.world.units['town']}/move",
+            {"parent": str(c.world.units["town"])},
+        ),
+        admin_page(422),
+    ),
+    Route(
+        "GET",
+        f"{ADMIN_PAGES}/accounts",
+        lambda c: c.request("GET", "/en/staff/admin/accounts"),
+        admin_page(200),
+    ),
+    Route(
+        "GET",
+        f"{ADMIN_PAGES}/accounts/new",
+        lambda c: c.request("GET", "/nb/staff/admin/accounts/new"),
+        admin_page(200),
+    ),
+    Route(
+        "POST",
+        f"{ADMIN_PAGES}/accounts",
+        lambda c: staff_form(
+            c,
+            "/en/staff/admin/accounts",
+            {"username": "", "display_name": "", "password": "", "roles": "auditor"},
+        ),
+        admin_page(422),
+    ),
+    Route(
+        "GET",
+        f"{ADMIN_PAGES}/accounts/{{user_id}}",
+        lambda c: c.request("GET", f"/en/staff/admin/accounts/{c.world.user_ids[HANDLER]}"),
+        admin_page(200),
+    ),
+    Route(
+        "POST",
+        f"{ADMIN_PAGES}/accounts/{{user_id}}/roles",
+        # The roles the handler has already.
+        lambda c: staff_form(
+            c, f"/en/staff/admin/accounts/{c.world.user_ids[HANDLER]}/roles", {"roles": "handler"}
+        ),
+        admin_page(422),
+    ),
+    Route(
+        "POST",
+        f"{ADMIN_PAGES}/accounts/{{user_id}}/units",
+        # No unit for a handler.
+        lambda c: staff_form(c, f"/en/staff/admin/accounts/{c.world.user_ids[HANDLER]}/units", {}),
+        admin_page(422),
+    ),
+    Route(
+        "POST",
+        f"{ADMIN_PAGES}/accounts/{{user_id}}/deactivate",
+        # The only administrator.
+        lambda c: staff_form(
+            c, f"/en/staff/admin/accounts/{c.world.user_ids[ADMIN]}/deactivate", {}
+        ),
+        admin_page(422),
+    ),
+    Route(
+        "POST",
+        f"{ADMIN_PAGES}/accounts/{{user_id}}/two-factor-reset",
+        lambda c: staff_form(
+            c, f"/en/staff/admin/accounts/{c.world.grantee_id}/two-factor-reset", {}
+        ),
+        admin_page(303),
+    ),
 )
 
 
@@ -1381,6 +1493,7 @@ def test_page_forms_need_a_form_token_of_their_own_browser(world: World, route: 
             "/nb/staff/cases",
             "/nb/staff/audit",
             "/nb/staff/identity-requests",
+            "/nb/staff/admin/units",
         ), "the session did not survive"
     else:
         assert still.status_code == 200, "the reporter's session did not survive a forged form"

@@ -7,6 +7,7 @@ are skipped on a developer's machine and fail in CI (CI=true).
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import socket
 import threading
@@ -146,16 +147,16 @@ def web_app(browser_settings: Settings, org: dict[str, int]) -> FastAPI:
     return create_app(browser_settings)
 
 
-@pytest.fixture(scope="session")
-def live_server(web_app: FastAPI) -> Iterator[str]:
-    """Serve `web_app` on 127.0.0.1 and a free port in a thread; yields the base URL."""
+@contextlib.contextmanager
+def serve(app: FastAPI) -> Iterator[str]:
+    """Serve `app` on 127.0.0.1 and a free port in a thread; yields the base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     # No access log: a reporter's address is never written anywhere.
     config = uvicorn.Config(
-        web_app, log_level="warning", access_log=False, server_header=False, lifespan="on"
+        app, log_level="warning", access_log=False, server_header=False, lifespan="on"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -171,6 +172,13 @@ def live_server(web_app: FastAPI) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@pytest.fixture(scope="session")
+def live_server(web_app: FastAPI) -> Iterator[str]:
+    """Serve `web_app` on 127.0.0.1 and a free port in a thread; yields the base URL."""
+    with serve(web_app) as base:
+        yield base
 
 
 @pytest.fixture

@@ -107,9 +107,7 @@ def open_as(app: Any, clients: list[TestClient], username: str, lang: str = "en"
     return client
 
 
-def post_form(
-    client: TestClient, page_url: str, action: str, data: dict[str, str]
-) -> Any:
+def post_form(client: TestClient, page_url: str, action: str, data: dict[str, str]) -> Any:
     """Open the page, then send one of its forms with the page's form token."""
     page = client.get(page_url)
     return client.post(
@@ -250,9 +248,7 @@ def test_a_handler_of_another_unit_and_an_admin_get_the_404_page(
         ("POST", f"{case_url}/notes", {"body": "hello"}),
         ("POST", f"{case_url}/status", {"status": "acknowledged"}),
     ):
-        answer = client.request(
-            method, url, data={CSRF_FIELD: token, **data} if data else None
-        )
+        answer = client.request(method, url, data={CSRF_FIELD: token, **data} if data else None)
         assert answer.status_code == 404, (method, url)
         assert answer.headers["content-type"].startswith("text/html")
         assert "Not found" in answer.text
@@ -413,9 +409,7 @@ def test_the_case_list_filters_and_pages_with_the_service(
     assert only.text.count('class="case-list__item') == 1
     assert '<option value="discrimination" selected>' in only.text
 
-    wrong = hanne.get(
-        "/en/staff/cases", params={"status": "open", "category": "discrimination"}
-    )
+    wrong = hanne.get("/en/staff/cases", params={"status": "open", "category": "discrimination"})
     assert wrong.status_code == 422
     assert 'href="#filter-status"' in wrong.text
     assert '<option value="discrimination" selected>' in wrong.text  # the rest is kept

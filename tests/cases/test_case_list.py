@@ -15,6 +15,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from tests.factories import login, make_unit, make_user, report
+from varsling.cases import service
 from varsling.cases.models import Case
 from varsling.config import Settings
 
@@ -171,3 +172,13 @@ def test_filters_never_reach_cases_the_caller_holds_no_key_to(
     assert len(mine) == 1
     assert listed(client, rita, unit=str(world["county"])) == []
     assert not set(listed(client, rita, overdue="false")) & set(world["ids"])
+
+
+def test_without_a_limit_the_api_answers_every_case_as_before_paging(
+    client: TestClient, world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that knows nothing of paging never silently misses a case."""
+    monkeypatch.setattr(service, "PAGE_SIZE", 2)
+    answer = client.get("/api/v1/cases", headers=world["headers"]).json()
+    assert len(answer["items"]) == 5
+    assert answer["next"] is None

@@ -45,8 +45,8 @@ _FILTERS = {
     "category": "Only cases of this category: sexual_harassment, harassment, discrimination, "
     "abuse_of_power, retaliation or other.",
     "after": "Where the page starts: the `next` of the page before.",
-    "limit": f"How many cases a page holds, 1 to {service.MAX_PAGE_SIZE} "
-    f"(default {service.PAGE_SIZE}).",
+    "limit": f"Answer in pages of at most this many cases (1 to {service.MAX_PAGE_SIZE}); "
+    "without it, every case comes in one answer and `next` is null.",
 }
 
 
@@ -67,7 +67,8 @@ def list_cases(
 ) -> dict[str, Any]:
     """The cases you hold a key to, retaliation cases first, then the oldest first.
 
-    `next` is where the next page starts (pass it as `after`), null on the last page.
+    With `limit`, `next` is where the next page starts (pass it as `after`), null on the
+    last page; without it, every case is in the answer, as before paging existed.
     """
     query = service.case_query(
         status=status, unit=unit, overdue=overdue, category=category, after=after, limit=limit

@@ -319,7 +319,7 @@ def case_summary(case: Case, today: dt.date) -> dict[str, Any]:
 # --------------------------------------------------------------------------
 # The case list: filters and keyset paging, for the API and the staff pages alike
 
-PAGE_SIZE = 50
+PAGE_SIZE = 50  # the staff page's; the API pages only when asked (`limit`)
 MAX_PAGE_SIZE = 200
 _CURSOR = re.compile(r"(?P<rank>[01])\.(?P<day>\d{4}-\d{2}-\d{2})\.(?P<id>[0-9a-f]{32})")
 _UNIT_ID = re.compile(r"[1-9][0-9]{0,9}")
@@ -350,7 +350,7 @@ class CaseQuery:
     overdue: bool | None = None
     category: Category | None = None
     after: tuple[int, dt.date, str] | None = None
-    limit: int | None = None
+    limit: int | None = None  # None: every case from `after` on, in one answer
 
 
 def case_query(
@@ -446,7 +446,6 @@ def list_cases(
     case added meanwhile never shifts a page.
     """
     query = query or CaseQuery()
-    limit = query.limit or PAGE_SIZE
     rank = _rank()
     select_cases = readable_cases(principal)
     if query.status is not None:
@@ -472,13 +471,12 @@ def list_cases(
                 ),
             )
         )
-    found = list(
-        session.execute(
-            select_cases.order_by(rank, Case.received_on, Case.id).limit(limit + 1)
-        ).scalars()
-    )
-    more = len(found) > limit
-    found = found[:limit]
+    ordered = select_cases.order_by(rank, Case.received_on, Case.id)
+    if query.limit is not None:
+        ordered = ordered.limit(query.limit + 1)
+    found = list(session.execute(ordered).scalars())
+    more = query.limit is not None and len(found) > query.limit
+    found = found[: query.limit]
     declared = declarations.declared_cases(session, principal.user_id)
     items = [{**case_summary(c, today), "declared": c.id in declared} for c in found]
     next_cursor = None

@@ -122,7 +122,7 @@ def case_list(
     errors: list[FieldError] = []
     found: service.CasePage | None = None
     try:
-        query = service.case_query(**kept, after=after)
+        query = replace(service.case_query(**kept, after=after), limit=service.PAGE_SIZE)
     except service.InvalidCaseQuery as wrong:
         errors = [_filter_error(request, language, name) for name in wrong.fields]
     else:

@@ -29,7 +29,8 @@ also shown to ignore a reporter's cookie, and pages a staff token.
 
 Adding a route: one row in ROUTES, usually with a helper for its answers
 (`case_route(201)`, `reporter_api(200)`, `auditor_only(200)`, `custodian_only(200)`,
-`everyone(200)`, `reporter_page(200)`), `fresh=Fresh.CASE` if it changes the case
+`everyone(200)`, `reporter_page(200)`, `staff_page(200)`, `staff_case_page(200)`),
+`fresh=Fresh.CASE` if it changes the case
 (other Fresh values give it an overdue case, a linked retaliation case or a
 pending identity request), and `fresh=Fresh.SESSION` if it ends the caller's
 session. A cell whose answer is
@@ -601,6 +602,36 @@ def shows_the_request_to_its_custodian_only(cell: Cell, response: httpx.Response
     assert shown == (cell.role == CUSTODIAN)
 
 
+def staff_case_page(status: int, *, handler: int | None = None) -> dict[str, int]:
+    """A staff page of one case: answered as the API's case routes (`case_route`) answer
+    staff, and anyone without a staff session is sent to the login page (303)."""
+    return {
+        **everyone(303),
+        **dict.fromkeys(STAFF, 404),
+        HANDLER: status if handler is None else handler,
+        UNDECLARED: 409,
+    }
+
+
+def shows_the_case_to_key_holders_only(cell: Cell, response: httpx.Response) -> None:
+    if response.status_code != 200:
+        return  # sent to the login page
+    listed = f"/nb/staff/cases/{cell.scene.case_id}" in response.text
+    assert listed == (cell.role in (HANDLER, UNDECLARED)), cell.role
+
+
+def shows_the_report(cell: Cell, response: httpx.Response) -> None:
+    if response.status_code != 200:
+        return  # sent to the login page
+    assert report(0)["description"] in response.text
+
+
+def shows_the_declaration_form_only(cell: Cell, response: httpx.Response) -> None:
+    """What the undeclared handler gets from every case page (the API's 409)."""
+    assert f'action="/nb/staff/cases/{cell.scene.case_id}/declaration"' in response.text
+    assert report(0)["description"] not in response.text
+
+
 def lands_where_they_belong(cell: Cell, response: httpx.Response) -> None:
     """Staff land on their first page; anyone else on the login page."""
     expected = {
@@ -701,6 +732,8 @@ def linked_page(cell: Cell) -> str:
 CASE = "/api/v1/cases/{case_id}"
 LINKED = "/api/v1/reporter/cases/{reference}"
 LINKED_PAGE = "/{lang:lang}/case/linked/{reference}"
+STAFF_CASES = "/{lang:lang}/staff/cases"
+STAFF_CASE = "/{lang:lang}/staff/cases/{case_id}"
 
 ROUTES: tuple[Route, ...] = (
     # ---- public API
@@ -1246,6 +1279,65 @@ ROUTES: tuple[Route, ...] = (
         lambda c: staff_form(c, "/nb/staff/logout", {}),
         everyone(303),
         fresh=Fresh.SESSION,
+    ),  # ---- the case handler's pages
+    Route(
+        "GET",
+        STAFF_CASES,
+        lambda c: c.request("GET", "/nb/staff/cases"),
+        staff_page(200),
+        check=shows_the_case_to_key_holders_only,
+    ),
+    Route(
+        "GET",
+        STAFF_CASE,
+        lambda c: c.request("GET", f"/nb/staff/cases/{c.scene.case_id}"),
+        staff_case_page(200),
+        check=shows_the_report,
+    ),
+    Route(
+        "GET",
+        f"{STAFF_CASE}/files/{{file_id}}",
+        lambda c: c.request("GET", f"/nb/staff/cases/{c.scene.case_id}/files/{c.scene.file_id}"),
+        staff_case_page(200),
+    ),
+    Route(
+        "POST",
+        f"{STAFF_CASE}/declaration",
+        lambda c: staff_form(
+            c,
+            f"/nb/staff/cases/{c.scene.case_id}/declaration",
+            {"conflict": "no", "risk": "low"},
+        ),
+        # The handler has declared already; the one who had not opens the case.
+        {**staff_case_page(409), UNDECLARED: 303},
+        fresh=Fresh.CASE,
+    ),
+    Route(
+        "POST",
+        f"{STAFF_CASE}/messages",
+        lambda c: staff_form(
+            c, f"/nb/staff/cases/{c.scene.case_id}/messages", {"body": "Thank you."}
+        ),
+        staff_case_page(303),
+        fresh=Fresh.CASE,
+    ),
+    Route(
+        "POST",
+        f"{STAFF_CASE}/notes",
+        lambda c: staff_form(
+            c, f"/nb/staff/cases/{c.scene.case_id}/notes", {"body": "Call the board."}
+        ),
+        staff_case_page(303),
+        fresh=Fresh.CASE,
+    ),
+    Route(
+        "POST",
+        f"{STAFF_CASE}/status",
+        lambda c: staff_form(
+            c, f"/nb/staff/cases/{c.scene.case_id}/status", {"status": "acknowledged"}
+        ),
+        staff_case_page(303),
+        fresh=Fresh.CASE,
     ),
     # ---- the administrators' pages; their forms are refused on input (a change would
     # alter the shared world), but the two-factor reset of the grantee, who logs in nowhere
@@ -1467,7 +1559,10 @@ def test_route_answers_each_role(world: World, route: Route, role: str) -> None:
         f"{response.text[:300]}"
     )
     if expected == 409 and role == UNDECLARED:
-        assert response.json()["error"]["code"] == "declaration_required"
+        if route.path.startswith("/api/"):
+            assert response.json()["error"]["code"] == "declaration_required"
+        else:
+            shows_the_declaration_form_only(cell, response)
     if route.check is not None and not response.is_error:
         route.check(cell, response)
 

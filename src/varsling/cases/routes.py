@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from varsling import audit
-from varsling.accounts.service import utcnow
+from varsling.accounts.service import StaffPrincipal, utcnow
 from varsling.authz import AppSettings, Staff
 from varsling.cases import attachments, declarations, grants, retention, service
 from varsling.cases.models import Attachment
@@ -29,6 +29,7 @@ from varsling.cases.schemas import (
     NoteIn,
     StatusIn,
 )
+from varsling.config import Settings
 from varsling.db import DbSession
 from varsling.errors import NotFound
 from varsling.reports.schemas import MessageIn
@@ -36,9 +37,44 @@ from varsling.reports.schemas import MessageIn
 router = APIRouter(prefix="/api/v1/cases", tags=["cases"])
 
 
-@router.get("", response_model=CaseListOut)
-def list_cases(principal: Staff, session: DbSession) -> dict[str, Any]:
-    return {"items": service.list_cases(session, principal, utcnow().date())}
+_FILTERS = {
+    "status": "Only cases with this status: received, acknowledged, investigating, "
+    "concluded or closed.",
+    "unit": "Only cases reported in this unit (its id).",
+    "overdue": "true: only cases past a deadline they have not met; false: only the others.",
+    "category": "Only cases of this category: sexual_harassment, harassment, discrimination, "
+    "abuse_of_power, retaliation or other.",
+    "after": "Where the page starts: the `next` of the page before.",
+    "limit": f"Answer in pages of at most this many cases (1 to {service.MAX_PAGE_SIZE}); "
+    "without it, every case comes in one answer and `next` is null.",
+}
+
+
+@router.get(
+    "",
+    response_model=CaseListOut,
+    responses={422: {"description": "invalid_input: a filter or paging value means nothing."}},
+)
+def list_cases(
+    principal: Staff,
+    session: DbSession,
+    status: Annotated[str | None, Query(description=_FILTERS["status"])] = None,
+    unit: Annotated[str | None, Query(description=_FILTERS["unit"])] = None,
+    overdue: Annotated[str | None, Query(description=_FILTERS["overdue"])] = None,
+    category: Annotated[str | None, Query(description=_FILTERS["category"])] = None,
+    after: Annotated[str | None, Query(description=_FILTERS["after"])] = None,
+    limit: Annotated[str | None, Query(description=_FILTERS["limit"])] = None,
+) -> dict[str, Any]:
+    """The cases you hold a key to, retaliation cases first, then the oldest first.
+
+    With `limit`, `next` is where the next page starts (pass it as `after`), null on the
+    last page; without it, every case is in the answer, as before paging existed.
+    """
+    query = service.case_query(
+        status=status, unit=unit, overdue=overdue, category=category, after=after, limit=limit
+    )
+    page = service.list_cases(session, principal, utcnow().date(), query)
+    return {"items": page.items, "next": page.next}
 
 
 @router.get(
@@ -200,15 +236,15 @@ def download_response(
     )
 
 
-@router.get("/{case_id}/files/{file_id}", response_class=StreamingResponse)
-def download_file(
+def staff_download(
+    session: Session,
+    maker: sessionmaker[Session],
+    settings: Settings,
+    principal: StaffPrincipal,
     case_id: str,
     file_id: str,
-    principal: Staff,
-    session: DbSession,
-    settings: AppSettings,
-    request: Request,
 ) -> StreamingResponse:
+    """A case's file for a key holder who declared (404 for any other), audited."""
     opened = service.open_case(session, settings, principal, case_id)
     attachment = attachments.find(session, case_id, file_id)
     if attachment is None:
@@ -220,4 +256,18 @@ def download_file(
         case_id=case_id,
         details={"file_id": file_id},
     )
-    return download_response(session, request.app.state.sessionmaker, attachment, opened.key)
+    return download_response(session, maker, attachment, opened.key)
+
+
+@router.get("/{case_id}/files/{file_id}", response_class=StreamingResponse)
+def download_file(
+    case_id: str,
+    file_id: str,
+    principal: Staff,
+    session: DbSession,
+    settings: AppSettings,
+    request: Request,
+) -> StreamingResponse:
+    return staff_download(
+        session, request.app.state.sessionmaker, settings, principal, case_id, file_id
+    )

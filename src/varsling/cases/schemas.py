@@ -44,6 +44,9 @@ class CaseListItemOut(CaseSummaryOut):
 
 class CaseListOut(BaseModel):
     items: list[CaseListItemOut]
+    next: str | None = Field(
+        description="Where the next page starts: pass it as `after`. Null on the last page."
+    )
 
 
 class NoteOut(BaseModel):

@@ -13,6 +13,7 @@ from varsling.web import (
     report_pages,
     staff_admin_pages,
     staff_audit_pages,
+    staff_case_pages,
     staff_login_pages,
 )
 from varsling.web.i18n import DEFAULT_LANGUAGE, PageTemplates
@@ -63,3 +64,4 @@ def install_web(app: FastAPI, settings: Settings) -> None:
     app.include_router(staff_login_pages.router)
     app.include_router(staff_audit_pages.router)
     app.include_router(staff_admin_pages.router)
+    app.include_router(staff_case_pages.router)

@@ -21,7 +21,10 @@ reporters and to nobody; a staff route says 401 to reporter tokens, an
 auditor route 403 to other staff; a reporter route says 401 to staff tokens.
 The reporter pages (a cookie session, never a bearer token) send whoever has
 no reporter session to the login page (303), except form posts (but logging
-out), which answer 401 "nothing was sent" with the typed text kept.
+out), which answer 401 "nothing was sent" with the typed text kept. The staff
+pages (a staff cookie session) send whoever has no staff session to the staff
+login page (303); a page of one case then answers as the API answers the
+case, as a page: 404 without a key, 409 "declare first" before declaring.
 
 Each cell sends the role's bearer token (if it has one) from a client that
 holds only the role's reporter cookie (if it has one), so API routes are
@@ -29,10 +32,10 @@ also shown to ignore a reporter's cookie, and pages a staff token.
 
 Adding a route: one row in ROUTES, usually with a helper for its answers
 (`case_route(201)`, `reporter_api(200)`, `auditor_only(200)`, `custodian_only(200)`,
-`everyone(200)`, `reporter_page(200)`), `fresh=Fresh.CASE` if it changes the case
-(other Fresh values give it an overdue case, a linked retaliation case or a
-pending identity request), and `fresh=Fresh.SESSION` if it ends the caller's
-session. A cell whose answer is
+`everyone(200)`, `reporter_page(200)`, `staff_page(200)`, `staff_case_page(200)`),
+`fresh=Fresh.CASE` if it changes the case (other Fresh values give it an
+overdue case, a linked retaliation case or a pending identity request), and
+`fresh=Fresh.SESSION` if it ends the caller's session. A cell whose answer is
 wrong today goes in the row's `known` with the reason (xfail, strict).
 """
 
@@ -576,6 +579,36 @@ def staff_page(status: int, *, outsider: int = 303) -> dict[str, int]:
     return {**everyone(outsider), **dict.fromkeys(STAFF, status)}
 
 
+def staff_case_page(status: int) -> dict[str, int]:
+    """A page of one case: as `case_route`, but without a staff session the login page (303)."""
+    return {**everyone(303), **dict.fromkeys(STAFF, 404), HANDLER: status, UNDECLARED: 409}
+
+
+def case_page(cell: Cell, subpage: str) -> str:
+    return f"/en/staff/cases/{cell.scene.case_id}/{subpage}"
+
+
+def upload_on_page(cell: Cell) -> httpx.Response:
+    """The upload form as a browser sends it: multipart, with a file."""
+    return cell.request(
+        "POST",
+        case_page(cell, "upload"),
+        data={CSRF_FIELD: cell.form_token()},
+        files=[("files", ("note.txt", b"A note from the handler.", "text/plain"))],
+    )
+
+
+def lift_hold_on_page(cell: Cell) -> httpx.Response:
+    """The handler places a hold on the (fresh) case; the cell's role lifts it on the page."""
+    placed = cell.client.post(
+        f"/api/v1/cases/{cell.scene.case_id}/hold",
+        json=hold_body("Keep it."),
+        headers=bearer(cell.scene.tokens[HANDLER]),
+    )
+    assert placed.status_code == 201, placed.text
+    return staff_form(cell, case_page(cell, "hold/lift"), {})
+
+
 def lands_where_they_belong(cell: Cell, response: httpx.Response) -> None:
     """Staff land on their first page; anyone else on the login page."""
     expected = {
@@ -668,6 +701,7 @@ def linked_page(cell: Cell) -> str:
 CASE = "/api/v1/cases/{case_id}"
 LINKED = "/api/v1/reporter/cases/{reference}"
 LINKED_PAGE = "/{lang:lang}/case/linked/{reference}"
+STAFF_CASE = "/{lang:lang}/staff/cases/{case_id}"
 
 ROUTES: tuple[Route, ...] = (
     # ---- public API
@@ -888,6 +922,23 @@ ROUTES: tuple[Route, ...] = (
         "GET",
         f"{CASE}/files/{{file_id}}",
         lambda c: c.request("GET", f"/api/v1/cases/{c.scene.case_id}/files/{c.scene.file_id}"),
+        case_route(200),
+    ),
+    Route(
+        "POST",
+        f"{CASE}/files",
+        lambda c: c.request(
+            "POST",
+            f"/api/v1/cases/{c.scene.case_id}/files",
+            files=[("files", ("report.txt", b"The investigation report.", "text/plain"))],
+        ),
+        case_route(201),
+        fresh=Fresh.CASE,
+    ),
+    Route(
+        "GET",
+        f"{CASE}/access",
+        lambda c: c.request("GET", f"/api/v1/cases/{c.scene.case_id}/access"),
         case_route(200),
     ),
     # ---- identity custody: the handler asks, the custodian holding the identity key
@@ -1151,6 +1202,75 @@ ROUTES: tuple[Route, ...] = (
         lambda c: staff_form(c, "/en/staff/two-factor", {"code": "", "enrolment": ""}),
         staff_page(422),
     ),
+    # ---- a handler's case sub-pages: answered as the API answers the case (404, 409)
+    Route(
+        "GET",
+        f"{STAFF_CASE}/upload",
+        lambda c: c.request("GET", case_page(c, "upload")),
+        staff_case_page(200),
+    ),
+    Route("POST", f"{STAFF_CASE}/upload", upload_on_page, staff_case_page(303), fresh=Fresh.CASE),
+    Route(
+        "GET",
+        f"{STAFF_CASE}/grants",
+        lambda c: c.request("GET", case_page(c, "grants")),
+        staff_case_page(200),
+    ),
+    Route(
+        "POST",
+        f"{STAFF_CASE}/grants",
+        lambda c: staff_form(c, case_page(c, "grants"), {"user_id": str(c.world.grantee_id)}),
+        staff_case_page(303),
+        fresh=Fresh.CASE,
+    ),
+    Route(
+        "GET",
+        f"{STAFF_CASE}/identity",
+        lambda c: c.request("GET", case_page(c, "identity")),
+        staff_case_page(200),
+    ),
+    Route(
+        "POST",
+        f"{STAFF_CASE}/identity",
+        lambda c: staff_form(
+            c, case_page(c, "identity"), {"justification": "I must interview the reporter."}
+        ),
+        staff_case_page(303),
+        fresh=Fresh.CASE,
+    ),
+    Route(
+        "GET",
+        f"{STAFF_CASE}/hold",
+        lambda c: c.request("GET", case_page(c, "hold")),
+        staff_case_page(200),
+    ),
+    Route(
+        "POST",
+        f"{STAFF_CASE}/hold",
+        lambda c: staff_form(c, case_page(c, "hold"), hold_body("A court case is open.")),
+        staff_case_page(303),
+        fresh=Fresh.CASE,
+    ),
+    Route(
+        "POST",
+        f"{STAFF_CASE}/hold/lift",
+        lift_hold_on_page,
+        staff_case_page(303),
+        fresh=Fresh.CASE,
+    ),
+    # The lift form's address opened directly: the hold page (or the login page).
+    Route(
+        "GET",
+        f"{STAFF_CASE}/hold/lift",
+        lambda c: c.request("GET", case_page(c, "hold/lift")),
+        everyone(303),
+    ),
+    Route(
+        "GET",
+        f"{STAFF_CASE}/access",
+        lambda c: c.request("GET", case_page(c, "access")),
+        staff_case_page(200),
+    ),
     Route(
         "POST",
         "/{lang:lang}/staff/logout",
@@ -1274,7 +1394,10 @@ def test_route_answers_each_role(world: World, route: Route, role: str) -> None:
         f"{response.text[:300]}"
     )
     if expected == 409 and role == UNDECLARED:
-        assert response.json()["error"]["code"] == "declaration_required"
+        if route.path.startswith("/api/"):
+            assert response.json()["error"]["code"] == "declaration_required"
+        else:  # the page says the same, in the page's language (English here)
+            assert "Declare first" in response.text, response.text[:300]
     if route.check is not None and not response.is_error:
         route.check(cell, response)
 

@@ -658,3 +658,33 @@ def test_the_access_history_is_paged(world: World, hanne: TestClient) -> None:
     assert "Page 2 of 2" in second.text
     assert "Newer" in second.text
     assert hanne.get(url(world, "access") + "?page=x").status_code == 200
+
+
+def test_a_refusal_shown_at_the_form_undoes_the_work_and_what_it_queued(
+    world: World, db: Session
+) -> None:
+    """The savepoint goes with what the action wrote and queued for the audit trail;
+    the refusal's own event is written instead, and the rest of the request stays."""
+    from varsling import audit
+    from varsling.errors import Conflict
+    from varsling.web.staff_case_subpages import _attempt
+
+    def half_done() -> None:
+        audit.record(session, actor="user:1", action="case.hold_placed", case_id=world.case_id)
+        session.get(Case, world.case_id).hold_review_on = dt.date(2030, 1, 1)  # type: ignore[union-attr]
+        session.flush()
+        raise Conflict("No.").audited(
+            actor="user:1", action="case.hold_refused", case_id=world.case_id
+        )
+
+    maker = world.app.state.sessionmaker
+    with maker.begin() as session:
+        audit.record(session, actor="user:1", action="case.read", case_id=world.case_id)
+        refused = _attempt(session, half_done, (Conflict,))
+        assert isinstance(refused, Conflict)
+        with pytest.raises(KeyError):  # anything else passes on
+            _attempt(session, lambda: {}["x"], (Conflict,))
+    assert [e.action for e in events(db, "case.read", world.case_id)] == ["case.read"]
+    assert events(db, "case.hold_refused", world.case_id)
+    assert not events(db, "case.hold_placed", world.case_id)
+    assert db.get(Case, world.case_id).hold_review_on is None  # type: ignore[union-attr]

@@ -14,13 +14,20 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from varsling import audit
-from varsling.accounts.models import Role, User
+from varsling.accounts.models import Role, Unit, User
 from varsling.accounts.service import StaffPrincipal, key_certified, members_by_unit, unit_chain
 from varsling.cases import exclusions, keys
-from varsling.cases.models import KeyPurpose
+from varsling.cases.models import Case, KeyPurpose
 from varsling.cases.service import open_case
 from varsling.config import Settings
 from varsling.errors import Conflict, Forbidden, VarslingError
+
+# Who may be given a case: these roles, in a unit on the case's chain (its unit and those above).
+GRANTABLE_ROLES = (Role.HANDLER, Role.CUSTODIAN)
+
+
+def _chain(session: Session, case: Case) -> list[Unit]:
+    return unit_chain(session, case.unit_id)
 
 
 class GrantRefused(Forbidden):
@@ -58,11 +65,11 @@ def grant_choices(
     reporter left out. `grant_access` refuses them, audited, and says why.
     """
     opened = open_case(session, settings, principal, case_id)
-    chain = unit_chain(session, opened.case.unit_id)
+    chain = _chain(session, opened.case)
     chain_ids = [unit.id for unit in chain]
     unit_names = {unit.id: unit.name for unit in chain}
     people: dict[int, tuple[User, list[str], list[int]]] = {}
-    for role in (Role.HANDLER, Role.CUSTODIAN):
+    for role in GRANTABLE_ROLES:
         for unit_id, members in members_by_unit(session, chain_ids, role).items():
             for user in members:
                 _, roles, units = people.setdefault(user.id, (user, [], []))
@@ -79,7 +86,7 @@ def grant_choices(
         person = Person(
             user_id=user.id,
             display_name=user.display_name,
-            roles=tuple(r.value for r in (Role.HANDLER, Role.CUSTODIAN) if r.value in roles),
+            roles=tuple(r.value for r in GRANTABLE_ROLES if r.value in roles),
             units=tuple(unit_names[u] for u in chain_ids if u in units),
         )
         (holders if user.id in holding else candidates).append(person)
@@ -110,12 +117,12 @@ def grant_access(
     user = session.get(User, user_id)
     if user is None or not user.active:
         raise refuse(GrantRefused("There is no active account with that id."), "no_such_user")
-    if not user.role_names & {Role.HANDLER.value, Role.CUSTODIAN.value}:
+    if not user.role_names & {role.value for role in GRANTABLE_ROLES}:
         raise refuse(
             GrantRefused("Only case handlers and identity custodians can be given a case."),
             "not_a_handler_or_custodian",
         )
-    chain = {unit.id for unit in unit_chain(session, case.unit_id)}
+    chain = {unit.id for unit in _chain(session, case)}
     if not user.unit_ids & chain:
         raise refuse(
             GrantRefused(

@@ -287,14 +287,16 @@ async def upload(request: Request, language: PageLanguage, case_id: str) -> Resp
         in_transaction, maker, _open_for_upload, request, language, case_id
     )
 
-    def again(errors: list[FieldError], status: int, form_check: CsrfResult = "ok") -> Response:
+    def again(
+        errors: list[FieldError], status: int, form_check: CsrfResult = "ok", *, lost: bool = True
+    ) -> Response:
         return _render(
             request,
             language,
             principal,
             header,
             "upload",
-            _upload_context(request, language, done=None, files_lost=True),
+            _upload_context(request, language, done=None, files_lost=lost),
             errors=errors,
             form_check=form_check,
             status_code=status,
@@ -314,7 +316,7 @@ async def upload(request: Request, language: PageLanguage, case_id: str) -> Resp
     try:
         form_check = check_csrf(request, form.first(CSRF_FIELD))
         if form_check != "ok":
-            return again([], 400, form_check)
+            return again([], 400, form_check, lost=bool(form.files or form.problems))
         try:
             await run_in_threadpool(
                 in_transaction,
@@ -330,7 +332,7 @@ async def upload(request: Request, language: PageLanguage, case_id: str) -> Resp
             return again(errors, refused.status_code)
         except service.NoFiles:
             message = N_("Choose at least one file to add.")
-            return again([FieldError(FILES_INPUT, _t(request, language, message))], 422)
+            return again([FieldError(FILES_INPUT, _t(request, language, message))], 422, lost=False)
     finally:
         form.discard_files()
     return RedirectResponse(f"{case_path(language, case_id, 'upload')}?done=files", status_code=303)

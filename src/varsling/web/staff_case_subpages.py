@@ -25,7 +25,7 @@ import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel.dates import format_datetime
 from babel.numbers import format_decimal
@@ -64,8 +64,12 @@ GRANTEE_INPUT: Final = "grantee"
 JUSTIFICATION_INPUT: Final = "justification"
 REASON_INPUT: Final = "hold-reason"
 REVIEW_INPUT: Final = "hold-review-on"
-# Times in the access history are shown in the party's time zone.
-DISPLAY_TIMEZONE: Final = ZoneInfo("Europe/Oslo")
+# Times in the access history are shown in the party's time zone (in UTC on a
+# system without time zone data, and then said so).
+try:
+    DISPLAY_TIMEZONE: dt.tzinfo = ZoneInfo("Europe/Oslo")
+except ZoneInfoNotFoundError:  # pragma: no cover - Debian and the container have tzdata
+    DISPLAY_TIMEZONE = dt.UTC
 MAX_REASON_CHARS: Final = 5_000
 
 _STATUS_LABELS: Final[Mapping[str, str]] = {
@@ -916,6 +920,6 @@ def access_page(
             "reporter_events": reporter_events,
             "page": history.page,
             "pages": history.pages,
-            "timezone": "Europe/Oslo",
+            "in_utc": DISPLAY_TIMEZONE is dt.UTC,
         },
     )

@@ -21,7 +21,10 @@ reporters and to nobody; a staff route says 401 to reporter tokens, an
 auditor route 403 to other staff; a reporter route says 401 to staff tokens.
 The reporter pages (a cookie session, never a bearer token) send whoever has
 no reporter session to the login page (303), except form posts (but logging
-out), which answer 401 "nothing was sent" with the typed text kept.
+out), which answer 401 "nothing was sent" with the typed text kept. The staff
+pages (a staff cookie session) send whoever has no staff session to the staff
+login page (303); a page of one case then answers as the API answers the
+case, as a page: 404 without a key, 409 "declare first" before declaring.
 
 Each cell sends the role's bearer token (if it has one) from a client that
 holds only the role's reporter cookie (if it has one), so API routes are
@@ -620,6 +623,21 @@ def shows_the_case_to_key_holders_only(cell: Cell, response: httpx.Response) -> 
     assert listed == (cell.role in (HANDLER, UNDECLARED)), cell.role
 
 
+def every_case_list_page(cell: Cell) -> httpx.Response:
+    """The case list page by page (other rows add cases to the shared world): the first
+    answer, with the text of every page when it is a list."""
+    first = cell.request("GET", "/nb/staff/cases")
+    texts = [first.text]
+    while first.status_code == 200 and len(texts) < 50:
+        more = re.search(r'<a href="([^"]+)">Neste side</a>', texts[-1])
+        if more is None:
+            break
+        texts.append(cell.request("GET", html.unescape(more.group(1))).text)
+    return httpx.Response(
+        first.status_code, headers=first.headers, text="".join(texts), request=first.request
+    )
+
+
 def shows_the_report(cell: Cell, response: httpx.Response) -> None:
     if response.status_code != 200:
         return  # sent to the login page
@@ -630,6 +648,31 @@ def shows_the_declaration_form_only(cell: Cell, response: httpx.Response) -> Non
     """What the undeclared handler gets from every case page (the API's 409)."""
     assert f'action="/nb/staff/cases/{cell.scene.case_id}/declaration"' in response.text
     assert report(0)["description"] not in response.text
+
+
+def case_page(cell: Cell, subpage: str) -> str:
+    return f"/en/staff/cases/{cell.scene.case_id}/{subpage}"
+
+
+def upload_on_page(cell: Cell) -> httpx.Response:
+    """The upload form as a browser sends it: multipart, with a file."""
+    return cell.request(
+        "POST",
+        case_page(cell, "upload"),
+        data={CSRF_FIELD: cell.form_token()},
+        files=[("files", ("note.txt", b"A note from the handler.", "text/plain"))],
+    )
+
+
+def lift_hold_on_page(cell: Cell) -> httpx.Response:
+    """The handler places a hold on the (fresh) case; the cell's role lifts it on the page."""
+    placed = cell.client.post(
+        f"/api/v1/cases/{cell.scene.case_id}/hold",
+        json=hold_body("Keep it."),
+        headers=bearer(cell.scene.tokens[HANDLER]),
+    )
+    assert placed.status_code == 201, placed.text
+    return staff_form(cell, case_page(cell, "hold/lift"), {})
 
 
 def lands_where_they_belong(cell: Cell, response: httpx.Response) -> None:
@@ -956,6 +999,23 @@ ROUTES: tuple[Route, ...] = (
         lambda c: c.request("GET", f"/api/v1/cases/{c.scene.case_id}/files/{c.scene.file_id}"),
         case_route(200),
     ),
+    Route(
+        "POST",
+        f"{CASE}/files",
+        lambda c: c.request(
+            "POST",
+            f"/api/v1/cases/{c.scene.case_id}/files",
+            files=[("files", ("report.txt", b"The investigation report.", "text/plain"))],
+        ),
+        case_route(201),
+        fresh=Fresh.CASE,
+    ),
+    Route(
+        "GET",
+        f"{CASE}/access",
+        lambda c: c.request("GET", f"/api/v1/cases/{c.scene.case_id}/access"),
+        case_route(200),
+    ),
     # ---- identity custody: the handler asks, the custodian holding the identity key
     # decides, and only then may the handler read it
     Route(
@@ -1273,17 +1333,87 @@ ROUTES: tuple[Route, ...] = (
         custodian_page(303, other_custodian=404),
         fresh=Fresh.IDENTITY_REQUEST,
     ),
+    # ---- a handler's case sub-pages: answered as the API answers the case (404, 409)
+    Route(
+        "GET",
+        f"{STAFF_CASE}/upload",
+        lambda c: c.request("GET", case_page(c, "upload")),
+        staff_case_page(200),
+    ),
+    Route("POST", f"{STAFF_CASE}/upload", upload_on_page, staff_case_page(303), fresh=Fresh.CASE),
+    Route(
+        "GET",
+        f"{STAFF_CASE}/grants",
+        lambda c: c.request("GET", case_page(c, "grants")),
+        staff_case_page(200),
+    ),
+    Route(
+        "POST",
+        f"{STAFF_CASE}/grants",
+        lambda c: staff_form(c, case_page(c, "grants"), {"user_id": str(c.world.grantee_id)}),
+        staff_case_page(303),
+        fresh=Fresh.CASE,
+    ),
+    Route(
+        "GET",
+        f"{STAFF_CASE}/identity",
+        lambda c: c.request("GET", case_page(c, "identity")),
+        staff_case_page(200),
+    ),
+    Route(
+        "POST",
+        f"{STAFF_CASE}/identity",
+        lambda c: staff_form(
+            c, case_page(c, "identity"), {"justification": "I must interview the reporter."}
+        ),
+        staff_case_page(303),
+        fresh=Fresh.CASE,
+    ),
+    Route(
+        "GET",
+        f"{STAFF_CASE}/hold",
+        lambda c: c.request("GET", case_page(c, "hold")),
+        staff_case_page(200),
+    ),
+    Route(
+        "POST",
+        f"{STAFF_CASE}/hold",
+        lambda c: staff_form(c, case_page(c, "hold"), hold_body("A court case is open.")),
+        staff_case_page(303),
+        fresh=Fresh.CASE,
+    ),
+    Route(
+        "POST",
+        f"{STAFF_CASE}/hold/lift",
+        lift_hold_on_page,
+        staff_case_page(303),
+        fresh=Fresh.CASE,
+    ),
+    # The lift form's address opened directly: the hold page (or the login page).
+    Route(
+        "GET",
+        f"{STAFF_CASE}/hold/lift",
+        lambda c: c.request("GET", case_page(c, "hold/lift")),
+        everyone(303),
+    ),
+    Route(
+        "GET",
+        f"{STAFF_CASE}/access",
+        lambda c: c.request("GET", case_page(c, "access")),
+        staff_case_page(200),
+    ),
     Route(
         "POST",
         "/{lang:lang}/staff/logout",
         lambda c: staff_form(c, "/nb/staff/logout", {}),
         everyone(303),
         fresh=Fresh.SESSION,
-    ),  # ---- the case handler's pages
+    ),
+    # ---- the case handler's pages
     Route(
         "GET",
         STAFF_CASES,
-        lambda c: c.request("GET", "/nb/staff/cases"),
+        every_case_list_page,
         staff_page(200),
         check=shows_the_case_to_key_holders_only,
     ),
@@ -1561,8 +1691,10 @@ def test_route_answers_each_role(world: World, route: Route, role: str) -> None:
     if expected == 409 and role == UNDECLARED:
         if route.path.startswith("/api/"):
             assert response.json()["error"]["code"] == "declaration_required"
-        else:
+        elif f'action="/nb/staff/cases/{cell.scene.case_id}/declaration"' in response.text:
             shows_the_declaration_form_only(cell, response)
+        else:  # a sub-page says the same, in the page's language (English here)
+            assert "Declare first" in response.text, response.text[:300]
     if route.check is not None and not response.is_error:
         route.check(cell, response)
 

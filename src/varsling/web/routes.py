@@ -14,6 +14,7 @@ from varsling.web import (
     staff_admin_pages,
     staff_audit_pages,
     staff_case_pages,
+    staff_case_subpages,
     staff_login_pages,
 )
 from varsling.web.i18n import DEFAULT_LANGUAGE, PageTemplates
@@ -65,3 +66,4 @@ def install_web(app: FastAPI, settings: Settings) -> None:
     app.include_router(staff_audit_pages.router)
     app.include_router(staff_admin_pages.router)
     app.include_router(staff_case_pages.router)
+    app.include_router(staff_case_subpages.router)

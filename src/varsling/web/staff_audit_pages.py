@@ -355,7 +355,8 @@ async def decide_identity_request(
     typed = TypedDecision(
         request_id,
         form_text(form, "decision", 20),
-        form_text(form, "reason", MAX_REASON_CHARS + 1),
+        # Kept in full (up to a bound) to show back, though only 5000 may be saved.
+        form_text(form, "reason", 4 * MAX_REASON_CHARS),
     )
     if form_check != "ok":
         return _render_requests(

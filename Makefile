@@ -67,7 +67,7 @@ messages: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/latency.py
 
-# Full-page PNGs of every reporter page (bokmål, 1280 and 375 px) in ./screenshots.
+# Full-page PNGs of every reporter and staff page (bokmål, 1280 and 375 px) in ./screenshots.
 screenshots: $(STAMP) browser-deps
 	VARSLING_SCREENSHOT_DIR=screenshots $(BIN)/pytest -q tests/browser/test_screenshots.py
 

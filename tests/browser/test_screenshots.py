@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import BrowserContext, Page
 
+from tests.browser.conftest import staff_login
 from tests.browser.test_case_pages_browser import create_case, fill_case
 
 pytestmark = [
@@ -109,3 +110,54 @@ def test_screenshots_of_the_follow_up_pages(
     page.locator(".case-heading__logout button").click()
     page.wait_for_url(f"{live_server}/nb/follow-up?notice=logged-out")
     shoot(page, "12-logged-out", width)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_screenshots_of_the_staff_pages(
+    context: BrowserContext, live_server: str, org: dict[str, int], width: int
+) -> None:
+    """Every role's pages: a handler's day, the custodian's, the auditor's, the admin's."""
+    case = create_case(live_server, org["vestland"], "hanne", where="Medlemsmøtet i Bergen")
+    fill_case(live_server, case)
+    page = context.new_page()
+    page.set_viewport_size({"width": width, "height": 900})
+
+    page.goto(f"{live_server}/nb/staff/login")
+    shoot(page, "20-staff-login", width)
+
+    # A handler who has not declared yet sees only the declaration form.
+    staff_login(page, live_server, "ola", "nb")
+    page.goto(f"{live_server}/nb/staff/cases/{case.case_id}")
+    shoot(page, "21-staff-case-declaration", width)
+    page.context.clear_cookies()
+
+    staff_login(page, live_server, "hanne", "nb")
+    page.goto(f"{live_server}/nb/staff/cases")
+    shoot(page, "22-staff-cases", width)
+    page.goto(f"{live_server}/nb/staff/cases/{case.case_id}")
+    shoot(page, "23-staff-case", width)
+    for number, subpage in enumerate(("upload", "grants", "identity", "hold", "access"), 24):
+        page.goto(f"{live_server}/nb/staff/cases/{case.case_id}/{subpage}")
+        shoot(page, f"{number}-staff-case-{subpage}", width)
+    page.goto(f"{live_server}/nb/staff/two-factor")
+    shoot(page, "29-staff-two-factor", width)
+    page.context.clear_cookies()
+
+    for username, pages in (
+        ("cora", (("30-staff-identity-requests", "identity-requests"),)),
+        ("aud", (("31-staff-audit", "audit"), ("32-staff-statistics", "statistics"))),
+        (
+            "adam",
+            (
+                ("33-staff-admin-units", "admin/units"),
+                ("34-staff-admin-accounts", "admin/accounts"),
+                ("35-staff-admin-account", f"admin/accounts/{org['hanne']}"),
+            ),
+        ),
+    ):
+        staff_login(page, live_server, username, "nb")
+        for name, path in pages:
+            page.goto(f"{live_server}/nb/staff/{path}")
+            assert page.locator("h1").count() == 1, path
+            shoot(page, name, width)
+        page.context.clear_cookies()

@@ -588,6 +588,21 @@ def staff_case_page(status: int, *, handler: int | None = None) -> dict[str, int
     }
 
 
+_NEXT_PAGE = re.compile(r'<a href="(/nb/staff/cases\?[^"]*after=[^"]+)">')
+
+
+def staff_case_list(cell: Cell) -> httpx.Response:
+    """The case list page, followed page by page until the scene's case shows or the
+    list ends (the many fresh and retaliation cases of the world come before it)."""
+    response = cell.request("GET", "/nb/staff/cases")
+    while response.status_code == 200 and cell.scene.case_id not in response.text:
+        more = _NEXT_PAGE.search(response.text)
+        if more is None:
+            break
+        response = cell.request("GET", html.unescape(more.group(1)))
+    return response
+
+
 def shows_the_case_to_key_holders_only(cell: Cell, response: httpx.Response) -> None:
     if response.status_code != 200:
         return  # sent to the login page
@@ -1194,7 +1209,7 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "GET",
         STAFF_CASES,
-        lambda c: c.request("GET", "/nb/staff/cases"),
+        staff_case_list,
         staff_page(200),
         check=shows_the_case_to_key_holders_only,
     ),

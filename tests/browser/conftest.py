@@ -6,6 +6,8 @@ are skipped on a developer's machine and fail in CI (CI=true).
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import os
 import socket
 import threading
@@ -15,12 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
+from varsling import crypto
 from varsling.accounts import service as accounts
 from varsling.app import create_app
 from varsling.config import Settings
@@ -120,6 +124,8 @@ def org(browser_settings: Settings) -> dict[str, int]:
             ("hanne", "Hanne Hansen", vestland.id, "handler"),
             ("ola", "Ola Olsen", vestland.id, "handler"),
             ("cora", "Cora Carlsen", national.id, "custodian"),
+            ("aud", "Audun Aas", national.id, "auditor"),
+            ("adam", "Adam Admin", national.id, "admin"),
         ):
             user = accounts.create_user(
                 session,
@@ -141,16 +147,16 @@ def web_app(browser_settings: Settings, org: dict[str, int]) -> FastAPI:
     return create_app(browser_settings)
 
 
-@pytest.fixture(scope="session")
-def live_server(web_app: FastAPI) -> Iterator[str]:
-    """Serve `web_app` on 127.0.0.1 and a free port in a thread; yields the base URL."""
+@contextlib.contextmanager
+def serve(app: FastAPI) -> Iterator[str]:
+    """Serve `app` on 127.0.0.1 and a free port in a thread; yields the base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     # No access log: a reporter's address is never written anywhere.
     config = uvicorn.Config(
-        web_app, log_level="warning", access_log=False, server_header=False, lifespan="on"
+        app, log_level="warning", access_log=False, server_header=False, lifespan="on"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -166,6 +172,13 @@ def live_server(web_app: FastAPI) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@pytest.fixture(scope="session")
+def live_server(web_app: FastAPI) -> Iterator[str]:
+    """Serve `web_app` on 127.0.0.1 and a free port in a thread; yields the base URL."""
+    with serve(web_app) as base:
+        yield base
 
 
 @pytest.fixture
@@ -271,3 +284,91 @@ def takes_focus(page: Page, selector: str, timeout_ms: float = 20_000) -> bool:
     except PlaywrightTimeoutError:
         return False
     return True
+
+
+# --------------------------------------------------------------------------
+# Staff logins in the browser, two-factor included
+
+
+@dataclass
+class _Enrolled:
+    secret: bytes
+    last_step: int
+    recovery_codes: list[str]
+
+
+# Per test process (each xdist worker has its own database): who has set up two-factor.
+_ENROLLED: dict[str, _Enrolled] = {}
+_SECRET_TEXT = "code.totp-secret"
+
+
+def _next_code(username: str) -> str:
+    """A code the account has not used: the current step's, the next one's, or a recovery code.
+
+    A code is never accepted twice, and tests log the same person in often.
+    """
+    enrolled = _ENROLLED[username]
+    now = crypto.totp_step(time.time())
+    step = max(now, enrolled.last_step + 1)
+    if step > now + 1:
+        if enrolled.recovery_codes:
+            return enrolled.recovery_codes.pop()
+        time.sleep((step - 1) * crypto.TOTP_STEP_SECONDS - time.time() + 0.5)
+    enrolled.last_step = step
+    return crypto.totp_code(enrolled.secret, step)
+
+
+def enrol_in_browser(page: Page, username: str) -> None:
+    """On the two-factor set-up page: type the key's current code, as a phone would show it."""
+    secret_text = page.locator(_SECRET_TEXT).inner_text().replace(" ", "")
+    secret = base64.b32decode(secret_text + "=" * (-len(secret_text) % 8))
+    step = crypto.totp_step(time.time())
+    page.fill("#code", crypto.totp_code(secret, step))
+    page.locator("form[action$='/staff/two-factor'] button[type=submit]").click()
+    page.wait_for_selector("ul.recovery-codes")
+    codes = [c.strip() for c in page.locator("ul.recovery-codes code").all_inner_texts()]
+    _ENROLLED[username] = _Enrolled(secret, step, codes)
+
+
+def staff_login(page: Page, base: str, username: str, language: str = "en") -> None:
+    """Log a staff member in on the staff login page, setting up two-factor if their role
+    needs it and they have none yet; the page ends on their start page."""
+    page.goto(f"{base}/{language}/staff/login")
+    page.fill("#username", username)
+    page.fill("#password", BROWSER_PASSWORD)
+    if username in _ENROLLED:
+        page.fill("#code", _next_code(username))
+    page.locator("form[action$='/staff/login'] button[type=submit]").click()
+    page.wait_for_load_state()
+    if page.url.endswith(f"/{language}/staff/two-factor") and username not in _ENROLLED:
+        enrol_in_browser(page, username)
+        page.goto(f"{base}/{language}/staff/")
+    assert "/staff/login" not in page.url, f"{username} could not log in: {page.url}"
+
+
+def _enrol_over_http(base: str, username: str) -> None:
+    """Set two-factor up through the pages with httpx, as `enrol_in_browser` does in chromium."""
+    from tests.staff_web import enrol, staff_web_login
+
+    with httpx.Client(base_url=base) as client:
+        answer = staff_web_login(client, username, BROWSER_PASSWORD)
+        assert answer.headers.get("location", "").endswith("/staff/two-factor"), answer.text
+        done = enrol(client)
+    _ENROLLED[username] = _Enrolled(done.secret, done.step, list(done.recovery_codes))
+
+
+def staff_api_headers(base: str, username: str) -> dict[str, str]:
+    """A bearer token for the API; an account whose role needs two-factor sets it up first."""
+
+    def attempt() -> httpx.Response:
+        body = {"username": username, "password": BROWSER_PASSWORD}
+        if username in _ENROLLED:
+            body["code"] = _next_code(username)
+        return httpx.post(f"{base}/api/v1/sessions", json=body)
+
+    response = attempt()
+    if response.status_code == 403 and username not in _ENROLLED:
+        _enrol_over_http(base, username)
+        response = attempt()
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['token']}"}

@@ -6,6 +6,7 @@ import calendar
 import datetime as dt
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +75,31 @@ def overdue(case: Case, today: dt.date) -> list[str]:
     if case.concluded_on is None and today > case.feedback_due:
         late.append("feedback")
     return late
+
+
+MET = "met"
+MISSED = "missed"
+OPEN = "open"
+
+
+def deadline_outcomes(case: Case, today: dt.date) -> tuple[str, str]:
+    """How the case fared against its own acknowledgement and feedback deadlines.
+
+    Each is "met" (done on or before the due day), "missed" (done late, or not
+    done and the day has passed) or "open" (not done, not yet due). Feedback
+    counts as given when the case was concluded, as in `overdue`. A retaliation
+    case is held to its own, shorter deadlines, as stored on the case.
+    """
+
+    def outcome(done_on: dt.date | None, due: dt.date) -> str:
+        if done_on is not None:
+            return MET if done_on <= due else MISSED
+        return MISSED if today > due else OPEN
+
+    return (
+        outcome(case.acknowledged_on, case.acknowledgement_due),
+        outcome(case.concluded_on, case.feedback_due),
+    )
 
 
 # --------------------------------------------------------------------------
@@ -637,6 +663,71 @@ def add_note(
         today=today,
         action="case.note_added",
     )
+
+
+class NoFiles(InvalidInput):
+    code = "no_files"
+
+
+class FilesRefused(InvalidInput):
+    """Files over the limits: nothing of the upload is stored. 413 when one is too large."""
+
+    code = "files_refused"
+
+    def __init__(self, message: str, problems: Sequence[attachments.FileProblem]) -> None:
+        super().__init__(message)
+        self.problems = list(problems)
+        if any(p.reason == "too_large" for p in self.problems):
+            self.status_code = 413
+
+
+def add_handler_files(
+    session: Session,
+    settings: Settings,
+    principal: StaffPrincipal,
+    case_id: str,
+    *,
+    files: Sequence[attachments.SealedFile],
+    problems: Sequence[attachments.FileProblem] = (),
+    today: dt.date,
+) -> list[dict[str, Any]]:
+    """Store files a handler sealed with the case key, as the reporter's are: in the
+    manifest, audited. The reporter sees them on their case page.
+
+    A file over the size limit or past the number allowed (`problems`, from
+    reading the upload) refuses the whole upload: nothing is stored.
+    """
+    opened = open_case(session, settings, principal, case_id)
+    if problems:
+        names = ", ".join(repr(p.name) for p in problems)
+        raise FilesRefused(
+            f"Nothing was stored: {names} went past the limits (each file at most "
+            f"{settings.max_file_bytes} bytes, at most {settings.max_files_per_report} files "
+            "at a time).",
+            problems,
+        )
+    if not files:
+        raise NoFiles('Choose at least one file (form field "files").')
+    stored = [
+        attachments.store(
+            session,
+            sealed,
+            case_id=case_id,
+            key=opened.key,
+            uploaded_by="handler",
+            today=today,
+            actor=principal.actor,
+        )
+        for sealed in files
+    ]
+    audit.record(
+        session,
+        actor=principal.actor,
+        action="case.files_added",
+        case_id=case_id,
+        details={"files": len(stored), **manifest.audit_tag(session, case_id, opened.key)},
+    )
+    return [attachments.describe(a, opened.key) for a in stored]
 
 
 def change_status(

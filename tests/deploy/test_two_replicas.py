@@ -32,13 +32,13 @@ from tests.deploy.stack import (
     caddy_env,
     free_port,
     require_caddy,
-    run_varsling,
     separate_postgres_database,
     shipped_caddyfile,
     skip_or_fail,
     varsling_env,
 )
 from tests.factories import PASSWORD, make_unit, make_user
+from varsling import cli
 from varsling.db import make_engine
 
 REPORT_TEXT = "The treasurer shouted at a volunteer after the board meeting (marker 5c1e)."
@@ -55,7 +55,7 @@ class Stack:
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
+def stack(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Stack]:
     caddy = require_caddy()
     base_url = _postgres_url()
     problem = _postgres_reachable(base_url)
@@ -63,8 +63,14 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         skip_or_fail(f"PostgreSQL not reachable at {base_url} ({problem})")
     database_url = separate_postgres_database(base_url, "replicas")
     env = varsling_env(database_url, tmp_path)
-    migrated = run_varsling(env, "migrate")
-    assert migrated.returncode == 0, migrated.stderr
+    # `varsling migrate` in this process (the same command, without another
+    # interpreter's start-up): the schema, and the secrets' fingerprints.
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            if name.startswith("VARSLING_"):
+                patch.setenv(name, value)
+        cli.migrate()
+    assert "Created the database schema" in capsys.readouterr().out
 
     settings = make_settings(database_url)
     engine = make_engine(database_url)
@@ -83,6 +89,11 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         for name, port in ports.items():
             command = [sys.executable, "-m", "varsling", "serve", "--host", "127.0.0.1"]
             processes.start(f"replica-{name}", [*command, "--port", str(port)], env)
+        # Caddy checks the replicas' health as it starts: start it once they answer.
+        for name, port in ports.items():
+            processes.wait_until(
+                f"replica-{name}", answers(f"http://127.0.0.1:{port}/api/v1/units")
+            )
         caddy_port = free_port()
         caddyfile = shipped_caddyfile(tmp_path)
         processes.start(
@@ -94,10 +105,6 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
                 CADDY_UPSTREAMS=f"127.0.0.1:{ports['a']} 127.0.0.1:{ports['b']}",
             ),
         )
-        for name, port in ports.items():
-            processes.wait_until(
-                f"replica-{name}", answers(f"http://127.0.0.1:{port}/api/v1/units")
-            )
         processes.wait_until("caddy", answers(f"http://127.0.0.1:{caddy_port}/api/v1/units"))
 
         def client(port: int) -> httpx.Client:
@@ -145,22 +152,25 @@ def test_a_case_goes_through_both_replicas_and_caddy(stack: Stack) -> None:
         assert read.status_code == 200, read.text
         assert read.json()["report"]["description"] == REPORT_TEXT
 
-    # A handler logs in on A; the case is declared on through Caddy and answered on B.
-    handler = _bearer(a.post("/api/v1/sessions", json={"username": "nina", "password": PASSWORD}))
-    listed = b.get("/api/v1/cases", headers=handler)
+    # The handler logs in on B, declares and replies on B; the session made on B
+    # works on A and through Caddy too.
+    handler = _bearer(b.post("/api/v1/sessions", json={"username": "nina", "password": PASSWORD}))
+    listed = a.get("/api/v1/cases", headers=handler)
     assert listed.status_code == 200, listed.text
     case_id = listed.json()["items"][0]["id"]
-    closed = b.get(f"/api/v1/cases/{case_id}", headers=handler)
+    closed = caddy.get(f"/api/v1/cases/{case_id}", headers=handler)
     assert closed.status_code == 409, closed.text
     assert closed.json()["error"]["code"] == "declaration_required"
-    declared = caddy.post(
+    declared = b.post(
         f"/api/v1/cases/{case_id}/declaration",
         json={"conflict": False, "risk": "low"},
         headers=handler,
     )
     assert declared.status_code == 201, declared.text
-    opened = a.get(f"/api/v1/cases/{case_id}", headers=handler)
-    assert opened.status_code == 200, opened.text
+    for client in (a, caddy):
+        opened = client.get(f"/api/v1/cases/{case_id}", headers=handler)
+        assert opened.status_code == 200, opened.text
+        assert opened.json()["report"]["description"] == REPORT_TEXT
     replied = b.post(
         f"/api/v1/cases/{case_id}/messages", json={"body": REPLY_TEXT}, headers=handler
     )

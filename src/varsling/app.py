@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from varsling import audit, audit_routes, secrets_binding
+from varsling import audit, audit_routes, secrets_binding, statistics_routes
 from varsling.accounts import routes as account_routes
 from varsling.cases import identity_routes
 from varsling.cases import routes as case_routes
@@ -269,6 +269,7 @@ def create_app(settings: Settings) -> FastAPI:
         case_routes.router,
         identity_routes.router,
         audit_routes.router,
+        statistics_routes.router,
     ):
         app.include_router(router)
 

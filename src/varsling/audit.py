@@ -177,6 +177,18 @@ def _drop_queued(session: Session, transaction: SessionTransaction) -> None:
         session.info.pop(_PENDING, None)
 
 
+def queued_count(session: Session) -> int:
+    """How many events wait for the transaction's commit (see `drop_queued_after`)."""
+    return len(session.info.get(_PENDING, []))
+
+
+def drop_queued_after(session: Session, count: int) -> None:
+    """Forget the events queued after the first `count`: for a savepoint rolled back
+    with the action those events described (record() queues, it does not write)."""
+    pending: list[_Queued] = session.info.get(_PENDING, [])
+    del pending[count:]
+
+
 def _locked_head(session: Session, head_id: int) -> AuditHead:
     head = session.execute(
         select(AuditHead)

@@ -1,13 +1,15 @@
-"""The auditors' view of the trail: verify both chains, sign checkpoints."""
+"""The auditors' view of the trail: list events, verify both chains, sign checkpoints."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
-from varsling import audit, audit_chain
+from varsling import audit, audit_chain, audit_listing
 from varsling.authz import Auditor
 from varsling.config import Settings
 from varsling.db import DbSession
@@ -98,3 +100,66 @@ def create_checkpoint(principal: Auditor, session: DbSession, request: Request) 
     """Sign both chains' heads; the auditor keeps the answer outside the database."""
     made = audit.create_checkpoint(session, _settings(request).signing_seed, actor=principal.actor)
     return CheckpointOut.model_validate(made.to_json())
+
+
+class EventOut(BaseModel):
+    chain: str
+    seq: int
+    day: str
+    occurred: str | None
+    actor: str
+    action: str
+    case_id: str | None
+    details: dict[str, Any]
+    hash: str
+
+
+class EventPageOut(BaseModel):
+    chain: str
+    limit: int
+    events: list[EventOut]
+    older: int | None
+    newer: int | None
+
+
+@router.get("/events", response_model=EventPageOut)
+def list_events(
+    principal: Auditor,
+    session: DbSession,
+    chain: str | None = None,
+    case_id: str | None = None,
+    actor: str | None = None,
+    action: str | None = None,
+    from_day: Annotated[str | None, Query(alias="from")] = None,
+    to_day: Annotated[str | None, Query(alias="to")] = None,
+    limit: str | None = None,
+    after: str | None = None,
+    before: str | None = None,
+) -> EventPageOut:
+    """One chain's events, newest first, filtered; `older`/`newer` are the next cursors.
+
+    Reporter events carry the day only, and today's are not listed (as in exports).
+    """
+    flt = audit_listing.EventFilter.parse(
+        chain=chain,
+        case_id=case_id,
+        actor=actor,
+        action=action,
+        from_day=from_day,
+        to_day=to_day,
+    )
+    page = audit_listing.list_events(
+        session,
+        flt,
+        actor=principal.actor,
+        limit=audit_listing.parse_limit(limit),
+        after=audit_listing.parse_cursor(after, "after"),
+        before=audit_listing.parse_cursor(before, "before"),
+    )
+    return EventPageOut(
+        chain=flt.chain,
+        limit=page.limit,
+        events=[EventOut.model_validate(dataclasses.asdict(e)) for e in page.events],
+        older=page.older,
+        newer=page.newer,
+    )

@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from varsling import audit, crypto, secrets_binding
 from varsling.accounts import service as accounts
-from varsling.accounts.models import Unit, User
+from varsling.accounts.setup_check import SetupWarnings, setup_warnings
 from varsling.config import SECRET_SETTINGS, ConfigError, Settings
 from varsling.db import make_engine, make_sessionmaker, migrate_installation, schema_revision
 from varsling.errors import VarslingError
@@ -208,18 +207,20 @@ def _listen(host: str, port: int) -> socket.socket:
     return listening
 
 
-def _warn_about_custodians(settings: Settings) -> None:
-    from varsling.reports.service import list_units
-
+def _setup_warnings(settings: Settings) -> SetupWarnings:
     with _transaction(settings) as session:
-        units = list_units(session, verifying_key=settings.signing_public_key)
-    unreachable = [u.name for u in units if not u.recipients]
+        return setup_warnings(session, verifying_key=settings.signing_public_key)
+
+
+def _warn_about_custodians(settings: Settings) -> None:
+    found = _setup_warnings(settings)
+    unreachable = [u.name for u in found.units_without_handlers]
     if unreachable:
         typer.echo(
             "Note: no active case handler on the chain of these units, so they are not "
             f"offered to reporters: {', '.join(unreachable)}"
         )
-    lacking = [u.name for u in units if u.recipients and not u.has_custodian]
+    lacking = [u.name for u in found.units_without_custodians]
     if lacking:
         typer.echo(
             "Note: no identity custodian on the chain of these units, so nobody can ever be "
@@ -228,10 +229,9 @@ def _warn_about_custodians(settings: Settings) -> None:
 
 
 def _warn_about_uncertified_keys(settings: Settings) -> None:
-    with _transaction(settings) as session:
-        flagged = accounts.uncertified_users(session, settings.signing_public_key)
-        missing = [u.username for u in flagged if u.key_certificate is None]
-        failing = [u.username for u in flagged if u.key_certificate is not None]
+    found = _setup_warnings(settings)
+    failing = [u.username for u in found.rejected_keys]
+    missing = [u.username for u in found.uncertified_keys]
     if failing:
         typer.echo(
             "WARNING: the public key of these accounts does not match its certificate, so "
@@ -285,17 +285,8 @@ def unit_move(
 def unit_list() -> None:
     """List units as a tree."""
     with _transaction(_settings()) as session:
-        units = list(session.execute(select(Unit).order_by(Unit.id)).scalars())
-        children: dict[int | None, list[Unit]] = {}
-        for unit in units:
-            children.setdefault(unit.parent_id, []).append(unit)
-
-        def show(parent: int | None, depth: int) -> None:
-            for unit in children.get(parent, []):
-                typer.echo(f"{'  ' * depth}{unit.id}\t{unit.name} ({unit.kind})")
-                show(unit.id, depth + 1)
-
-        show(None, 0)
+        for unit in accounts.unit_tree(session):
+            typer.echo(f"{'  ' * unit.depth}{unit.id}\t{unit.name} ({unit.kind})")
 
 
 @user_app.command("add")
@@ -330,13 +321,12 @@ def user_add(
 def user_list() -> None:
     """List staff accounts with roles and units; flags keys whose certificate fails."""
     settings = _settings()
-    verifying_key = settings.signing_public_key
     with _transaction(settings) as session:
-        for user in session.execute(select(User).order_by(User.id)).scalars():
-            roles = ",".join(sorted(user.role_names))
-            units = ",".join(str(u) for u in sorted(user.unit_ids)) or "-"
+        for user in accounts.list_accounts(session, verifying_key=settings.signing_public_key):
+            roles = ",".join(user.roles)
+            units = ",".join(str(u) for u in user.unit_ids) or "-"
             state = "" if user.active else " (inactive)"
-            if not accounts.key_certified(user, verifying_key):
+            if not user.key_certified:
                 state += " KEY NOT CERTIFIED"
             typer.echo(f"{user.id}\t{user.username}\t{user.display_name}\t{roles}\t{units}{state}")
 

@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     # Closed cases are deleted this many months after closing, unless on hold.
     retention_months: int = Field(default=2, ge=1, le=120)
 
+    # Statistics and compliance figures for auditors hide every count under this
+    # (statistics.py), and whatever would let a hidden count be worked back.
+    statistics_min_cell: int = Field(default=5, ge=1, le=1000)
+
     # Unset: on in production (Secure `__Host-` cookie and HSTS), off in development.
     secure_cookies: bool | None = None
 

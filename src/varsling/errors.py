@@ -29,9 +29,11 @@ class VarslingError(Exception):
     status_code = 400
     code = "bad_request"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        # Which refusal this is, for pages that explain it in the reader's language.
+        self.reason = reason
         self.refusal: RefusalEvent | None = None
         # More top-level fields of the answer beside "error" (never content by default).
         self.body_extra: dict[str, Any] = {}

@@ -7,6 +7,7 @@ are skipped on a developer's machine and fail in CI (CI=true).
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import socket
 import threading
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
@@ -145,16 +147,16 @@ def web_app(browser_settings: Settings, org: dict[str, int]) -> FastAPI:
     return create_app(browser_settings)
 
 
-@pytest.fixture(scope="session")
-def live_server(web_app: FastAPI) -> Iterator[str]:
-    """Serve `web_app` on 127.0.0.1 and a free port in a thread; yields the base URL."""
+@contextlib.contextmanager
+def serve(app: FastAPI) -> Iterator[str]:
+    """Serve `app` on 127.0.0.1 and a free port in a thread; yields the base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     # No access log: a reporter's address is never written anywhere.
     config = uvicorn.Config(
-        web_app, log_level="warning", access_log=False, server_header=False, lifespan="on"
+        app, log_level="warning", access_log=False, server_header=False, lifespan="on"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -170,6 +172,13 @@ def live_server(web_app: FastAPI) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@pytest.fixture(scope="session")
+def live_server(web_app: FastAPI) -> Iterator[str]:
+    """Serve `web_app` on 127.0.0.1 and a free port in a thread; yields the base URL."""
+    with serve(web_app) as base:
+        yield base
 
 
 @pytest.fixture
@@ -335,3 +344,31 @@ def staff_login(page: Page, base: str, username: str, language: str = "en") -> N
         enrol_in_browser(page, username)
         page.goto(f"{base}/{language}/staff/")
     assert "/staff/login" not in page.url, f"{username} could not log in: {page.url}"
+
+
+def _enrol_over_http(base: str, username: str) -> None:
+    """Set two-factor up through the pages with httpx, as `enrol_in_browser` does in chromium."""
+    from tests.staff_web import enrol, staff_web_login
+
+    with httpx.Client(base_url=base) as client:
+        answer = staff_web_login(client, username, BROWSER_PASSWORD)
+        assert answer.headers.get("location", "").endswith("/staff/two-factor"), answer.text
+        done = enrol(client)
+    _ENROLLED[username] = _Enrolled(done.secret, done.step, list(done.recovery_codes))
+
+
+def staff_api_headers(base: str, username: str) -> dict[str, str]:
+    """A bearer token for the API; an account whose role needs two-factor sets it up first."""
+
+    def attempt() -> httpx.Response:
+        body = {"username": username, "password": BROWSER_PASSWORD}
+        if username in _ENROLLED:
+            body["code"] = _next_code(username)
+        return httpx.post(f"{base}/api/v1/sessions", json=body)
+
+    response = attempt()
+    if response.status_code == 403 and username not in _ENROLLED:
+        _enrol_over_http(base, username)
+        response = attempt()
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['token']}"}

@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import BrowserContext, Page
 from sqlalchemy import delete, insert, update
 
-from tests.browser.conftest import BROWSER_PASSWORD, takes_focus, watch
+from tests.browser.conftest import staff_api_headers, takes_focus, watch
 from varsling.cases.models import Case, CaseEntry, CheckIn
 from varsling.config import Settings
 from varsling.db import make_engine
@@ -34,11 +34,7 @@ class BrowserCase:
 
 
 def handler_headers(base: str, username: str) -> dict[str, str]:
-    response = httpx.post(
-        f"{base}/api/v1/sessions", json={"username": username, "password": BROWSER_PASSWORD}
-    )
-    assert response.status_code == 200, response.text
-    return {"Authorization": f"Bearer {response.json()['token']}"}
+    return staff_api_headers(base, username)
 
 
 def case_ids(base: str, handler: dict[str, str]) -> set[str]:

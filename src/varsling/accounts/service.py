@@ -51,7 +51,7 @@ def utcnow() -> dt.datetime:
 def _unit_name(name: str) -> str:
     name = name.strip()
     if not name or len(name) > 200:
-        raise InvalidInput("A unit needs a name of 1 to 200 characters.")
+        raise InvalidInput("A unit needs a name of 1 to 200 characters.", reason="unit_name")
     return name
 
 
@@ -66,7 +66,8 @@ def _refuse_sibling_name(
         if unit_id != except_id and sibling.casefold() == name.casefold():
             raise Conflict(
                 f"The unit {unit_id} under the same parent is already called {sibling!r}; "
-                "give this one a name reporters can tell apart."
+                "give this one a name reporters can tell apart.",
+                reason="sibling_name",
             )
 
 
@@ -89,24 +90,31 @@ def create_unit(
     if kind is None:
         kind = UnitKind.NATIONAL if parent_id is None else UnitKind.MUNICIPAL
     if kind not in set(UnitKind):
-        raise InvalidInput(f"Unit kind must be one of {', '.join(UnitKind)}.")
+        raise InvalidInput(f"Unit kind must be one of {', '.join(UnitKind)}.", reason="unit_kind")
     if parent_id is None:
         if kind != UnitKind.NATIONAL:
             raise InvalidInput(
-                f"A {kind} unit needs a parent (--parent): only the national unit has none."
+                f"A {kind} unit needs a parent (--parent): only the national unit has none.",
+                reason="needs_parent",
             )
         national = _national_unit(session)
         if national is not None:
             raise Conflict(
                 f"There is already a national unit ({national.id}, {national.name!r}); an "
                 "installation has one. Add this unit under a parent, or rename the national "
-                "unit with `varsling unit rename`."
+                "unit with `varsling unit rename`.",
+                reason="national_exists",
             )
     else:
         if session.get(Unit, parent_id) is None:
-            raise InvalidInput(f"There is no unit with id {parent_id} to be the parent.")
+            raise InvalidInput(
+                f"There is no unit with id {parent_id} to be the parent.", reason="no_parent_unit"
+            )
         if kind == UnitKind.NATIONAL:
-            raise InvalidInput("The national unit is the root: it cannot have a parent.")
+            raise InvalidInput(
+                "The national unit is the root: it cannot have a parent.",
+                reason="national_has_no_parent",
+            )
     _refuse_sibling_name(session, name, parent_id)
     unit = Unit(name=name, parent_id=parent_id, kind=kind)
     session.add(unit)
@@ -123,7 +131,7 @@ def create_unit(
 def _existing_unit(session: Session, unit_id: int) -> Unit:
     unit = session.get(Unit, unit_id)
     if unit is None:
-        raise NotFound(f"There is no unit with id {unit_id}.")
+        raise NotFound(f"There is no unit with id {unit_id}.", reason="no_unit")
     return unit
 
 
@@ -141,14 +149,20 @@ def move_unit(session: Session, unit_id: int, *, parent_id: int, actor: str = au
     """Put a unit under another parent; never the national unit, never under itself."""
     unit = _existing_unit(session, unit_id)
     if unit.parent_id is None:
-        raise InvalidInput("The national unit is the root of every unit; it cannot be moved.")
+        raise InvalidInput(
+            "The national unit is the root of every unit; it cannot be moved.",
+            reason="national_cannot_move",
+        )
     parent = session.get(Unit, parent_id)
     if parent is None:
-        raise InvalidInput(f"There is no unit with id {parent_id} to be the parent.")
+        raise InvalidInput(
+            f"There is no unit with id {parent_id} to be the parent.", reason="no_parent_unit"
+        )
     if unit.id in {u.id for u in unit_chain(session, parent.id)}:
         raise InvalidInput(
             f"Unit {parent.id} is {unit.name!r} itself or lies under it; a unit cannot be "
-            "moved under itself."
+            "moved under itself.",
+            reason="under_itself",
         )
     _refuse_sibling_name(session, unit.name, parent.id, except_id=unit.id)
     previous = unit.parent_id
@@ -161,6 +175,46 @@ def move_unit(session: Session, unit_id: int, *, parent_id: int, actor: str = au
         details={"unit_id": unit.id, "from_parent_id": previous, "parent_id": parent.id},
     )
     return unit
+
+
+@dataclass(frozen=True)
+class UnitNode:
+    """One unit in the tree, with how deep it lies (the national unit is 0)."""
+
+    id: int
+    name: str
+    kind: str
+    parent_id: int | None
+    depth: int
+
+
+def unit_tree(session: Session) -> list[UnitNode]:
+    """Every unit, each followed by the units under it (depth first, in order of creation)."""
+    units = list(session.execute(select(Unit).order_by(Unit.id)).scalars())
+    known = {unit.id for unit in units}
+    children: dict[int | None, list[Unit]] = {}
+    for unit in units:
+        # A parent that does not exist would hide the unit: show it at the top instead.
+        parent = unit.parent_id if unit.parent_id in known else None
+        children.setdefault(parent, []).append(unit)
+    out: list[UnitNode] = []
+    placed: set[int] = set()
+
+    def walk(parent: int | None, depth: int) -> None:
+        for unit in children.get(parent, []):
+            if unit.id in placed:
+                continue
+            placed.add(unit.id)
+            out.append(UnitNode(unit.id, unit.name, unit.kind, unit.parent_id, depth))
+            walk(unit.id, depth + 1)
+
+    walk(None, 0)
+    # Units in a cycle (only a database writer makes one) are listed last, not lost.
+    for unit in units:
+        if unit.id not in placed:
+            placed.add(unit.id)
+            out.append(UnitNode(unit.id, unit.name, unit.kind, unit.parent_id, 0))
+    return out
 
 
 def unit_chain(session: Session, unit_id: int) -> list[Unit]:
@@ -209,25 +263,29 @@ def create_user(
     username = username.strip().lower()
     if not _USERNAME.fullmatch(username):
         raise InvalidInput(
-            "A username is 2 to 63 characters: lower-case letters, digits, '.', '_' or '-'."
+            "A username is 2 to 63 characters: lower-case letters, digits, '.', '_' or '-'.",
+            reason="username",
         )
     role_set = set(roles)
     unknown = role_set - set(Role)
     if not role_set or unknown:
-        raise InvalidInput(f"Roles must be among {', '.join(Role)}.")
+        raise InvalidInput(f"Roles must be among {', '.join(Role)}.", reason="roles")
     if len(password) < MIN_PASSWORD_CHARS:
-        raise InvalidInput(f"A password needs at least {MIN_PASSWORD_CHARS} characters.")
+        raise InvalidInput(
+            f"A password needs at least {MIN_PASSWORD_CHARS} characters.", reason="password_short"
+        )
     units = _checked_units(session, role_set, unit_ids)
     shown = (display_name or "").strip()
     if role_set & _NAMED_TO_REPORTERS and not shown:
         raise InvalidInput(
             "Handlers and custodians are named to reporters on the report form, so they need "
-            "the name reporters will see (--display-name), e.g. 'Nina Nilsen'."
+            "the name reporters will see (--display-name), e.g. 'Nina Nilsen'.",
+            reason="display_name_needed",
         )
     if len(shown) > 200:
-        raise InvalidInput("A display name is at most 200 characters.")
+        raise InvalidInput("A display name is at most 200 characters.", reason="display_name_long")
     if session.execute(select(User.id).where(User.username == username)).first():
-        raise Conflict(f"The username {username!r} is taken.")
+        raise Conflict(f"The username {username!r} is taken.", reason="username_taken")
 
     params = current_password_params(settings)
     salt = crypto.new_salt()
@@ -278,20 +336,58 @@ def _checked_units(session: Session, roles: set[str], unit_ids: Iterable[int]) -
     units = sorted(set(unit_ids))
     for unit_id in units:
         if session.get(Unit, unit_id) is None:
-            raise InvalidInput(f"There is no unit with id {unit_id}.")
+            raise InvalidInput(f"There is no unit with id {unit_id}.", reason="no_unit")
     needing = sorted(roles & _NAMED_TO_REPORTERS)
     if needing and not units:
         raise InvalidInput(
             f"A {' and '.join(needing)} acts for a unit: give at least one (--unit ID); "
-            "`varsling unit list` shows the ids."
+            "`varsling unit list` shows the ids.",
+            reason="needs_unit",
         )
     return units
+
+
+@dataclass(frozen=True)
+class AccountSummary:
+    """An account as administrators see it: never anything about cases."""
+
+    id: int
+    username: str
+    display_name: str
+    active: bool
+    roles: list[str]
+    unit_ids: list[int]
+    key_certified: bool
+
+
+def list_accounts(session: Session, *, verifying_key: bytes) -> list[AccountSummary]:
+    """Every account in order of creation, with its roles, units and whether its key holds."""
+    return [
+        _summary(user, verifying_key)
+        for user in session.execute(select(User).order_by(User.id)).scalars()
+    ]
+
+
+def account_summary(session: Session, user_id: int, *, verifying_key: bytes) -> AccountSummary:
+    return _summary(_existing_user(session, user_id), verifying_key)
+
+
+def _summary(user: User, verifying_key: bytes) -> AccountSummary:
+    return AccountSummary(
+        id=user.id,
+        username=user.username,
+        display_name=user.display_name,
+        active=user.active,
+        roles=sorted(user.role_names),
+        unit_ids=sorted(user.unit_ids),
+        key_certified=key_certified(user, verifying_key),
+    )
 
 
 def _existing_user(session: Session, user_id: int) -> User:
     user = session.get(User, user_id)
     if user is None:
-        raise NotFound(f"There is no account with id {user_id}.")
+        raise NotFound(f"There is no account with id {user_id}.", reason="no_account")
     return user
 
 
@@ -299,7 +395,11 @@ def deactivate_user(session: Session, user_id: int, *, actor: str = audit.SYSTEM
     """Close an account: no more logins, its sessions end, no new case reaches it."""
     user = _existing_user(session, user_id)
     if not user.active:
-        raise Conflict(f"The account {user.username!r} is already inactive.")
+        raise Conflict(
+            f"The account {user.username!r} is already inactive.", reason="already_inactive"
+        )
+    if Role.ADMIN.value in user.role_names:
+        _refuse_losing_the_last_admin(session, user)
     user.active = False
     ended = session.execute(delete(LoginSession).where(LoginSession.user_id == user.id))
     session.flush()
@@ -320,7 +420,9 @@ def set_user_units(
     units = _checked_units(session, user.role_names, unit_ids)
     previous = sorted(user.unit_ids)
     if units == previous:
-        raise Conflict(f"The account {user.username!r} already has exactly these units.")
+        raise Conflict(
+            f"The account {user.username!r} already has exactly these units.", reason="same_units"
+        )
     user.memberships = [m for m in user.memberships if m.unit_id in units]
     user.memberships.extend(Membership(unit_id=u) for u in units if u not in previous)
     session.flush()
@@ -331,6 +433,58 @@ def set_user_units(
         details={"user_id": user.id, "from_unit_ids": previous, "unit_ids": units},
     )
     return user
+
+
+def set_user_roles(
+    session: Session, user_id: int, *, roles: Iterable[str], actor: str = audit.SYSTEM
+) -> User:
+    """Replace an account's roles.
+
+    Roles decide what an account may ask for, never what it can read: case
+    keys are wrapped per person when a report arrives, so an account that
+    becomes a case handler or custodian receives new reports for its units
+    only, and no case or identity it did not hold before.
+    """
+    user = _existing_user(session, user_id)
+    role_set = set(roles)
+    unknown = role_set - set(Role)
+    if not role_set or unknown:
+        raise InvalidInput(f"Roles must be among {', '.join(Role)}.", reason="roles")
+    previous = sorted(user.role_names)
+    wanted = sorted(role_set)
+    if wanted == previous:
+        raise Conflict(
+            f"The account {user.username!r} already has exactly these roles.", reason="same_roles"
+        )
+    _checked_units(session, role_set, user.unit_ids)
+    if Role.ADMIN.value in previous and Role.ADMIN.value not in role_set:
+        _refuse_losing_the_last_admin(session, user)
+    user.roles = [r for r in user.roles if r.role in role_set]
+    user.roles.extend(UserRole(role=r) for r in wanted if r not in previous)
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="user.roles_set",
+        details={"user_id": user.id, "from_roles": previous, "roles": wanted},
+    )
+    return user
+
+
+def _refuse_losing_the_last_admin(session: Session, user: User) -> None:
+    """Without an active administrator nobody could manage accounts on the web."""
+    others = session.execute(
+        select(User.id)
+        .join(UserRole, UserRole.user_id == User.id)
+        .where(UserRole.role == Role.ADMIN.value, User.active, User.id != user.id)
+        .limit(1)
+    ).first()
+    if others is None:
+        raise Conflict(
+            f"The account {user.username!r} is the only active administrator; give another "
+            "account the admin role first.",
+            reason="last_admin",
+        )
 
 
 # --------------------------------------------------------------------------

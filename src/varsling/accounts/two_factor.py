@@ -96,10 +96,22 @@ def new_row(settings: Settings, user_id: int, generation: int = 0) -> TwoFactor:
     return row
 
 
+def _intact(settings: Settings, row: TwoFactor | None) -> bool:
+    return row is not None and hmac.compare_digest(row.tag, _tag(_keys(settings), row))
+
+
+def state(session: Session, settings: Settings, user_id: int) -> Literal["on", "off", "altered"]:
+    """Whether the account uses two-factor, as administrators see it (nothing locked)."""
+    row = session.get(TwoFactor, user_id)
+    if row is None or not _intact(settings, row):
+        return "altered"
+    return "on" if is_enrolled(row) else "off"
+
+
 def checked_row(session: Session, settings: Settings, user_id: int) -> TwoFactor:
     """The account's row, locked for update; TwoFactorAltered if it is missing or forged."""
     row = session.get(TwoFactor, user_id, with_for_update=True)
-    if row is None or not hmac.compare_digest(row.tag, _tag(_keys(settings), row)):
+    if row is None or not _intact(settings, row):
         raise TwoFactorAltered(
             "This account's two-factor settings have been altered in the database; "
             "ask an administrator to check the audit trail and reset two-factor."

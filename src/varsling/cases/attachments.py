@@ -16,7 +16,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -36,6 +36,14 @@ def chunk_context(case_id: str, attachment_id: str) -> bytes:
 
 def meta_context(case_id: str, attachment_id: str) -> bytes:
     return crypto.content_context(case_id, "attachment-meta", attachment_id)
+
+
+@dataclass(frozen=True)
+class FileProblem:
+    """A file left out of an upload: over the size limit, or past the number allowed."""
+
+    name: str
+    reason: Literal["too_large", "too_many"]
 
 
 class FileTooLarge(Exception):

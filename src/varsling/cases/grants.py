@@ -9,17 +9,25 @@ recusal), an uncertified key, and people outside the case's unit chain.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
 from varsling import audit
-from varsling.accounts.models import Role, User
-from varsling.accounts.service import StaffPrincipal, key_certified, unit_chain
+from varsling.accounts.models import Role, Unit, User
+from varsling.accounts.service import StaffPrincipal, key_certified, members_by_unit, unit_chain
 from varsling.cases import exclusions, keys
-from varsling.cases.models import KeyPurpose
+from varsling.cases.models import Case, KeyPurpose
 from varsling.cases.service import open_case
 from varsling.config import Settings
 from varsling.errors import Conflict, Forbidden, VarslingError
+
+# Who may be given a case: these roles, in a unit on the case's chain (its unit and those above).
+GRANTABLE_ROLES = (Role.HANDLER, Role.CUSTODIAN)
+
+
+def _chain(session: Session, case: Case) -> list[Unit]:
+    return unit_chain(session, case.unit_id)
 
 
 class GrantRefused(Forbidden):
@@ -28,6 +36,61 @@ class GrantRefused(Forbidden):
 
 class AlreadyGranted(Conflict):
     code = "already_granted"
+
+
+@dataclass(frozen=True)
+class Person:
+    """Someone on the case's unit chain, as the grant page lists them."""
+
+    user_id: int
+    display_name: str
+    roles: tuple[str, ...]  # of handler and custodian, the ones they have
+    units: tuple[str, ...]  # the names of their units on the chain, nearest first
+
+
+@dataclass(frozen=True)
+class GrantChoices:
+    holders: list[Person]  # who holds the case key now (the caller included)
+    candidates: list[Person]  # whom the caller may try to give it to
+
+
+def grant_choices(
+    session: Session, settings: Settings, principal: StaffPrincipal, case_id: str
+) -> GrantChoices:
+    """The active handlers and custodians of the case's unit chain, by name: those who
+    hold the case and those who do not yet, for a handler who opened it.
+
+    The candidates are not filtered by the exclusions or key certificates:
+    a list without the excluded would tell a handler, unaudited, whom the
+    reporter left out. `grant_access` refuses them, audited, and says why.
+    """
+    opened = open_case(session, settings, principal, case_id)
+    chain = _chain(session, opened.case)
+    chain_ids = [unit.id for unit in chain]
+    unit_names = {unit.id: unit.name for unit in chain}
+    people: dict[int, tuple[User, list[str], list[int]]] = {}
+    for role in GRANTABLE_ROLES:
+        for unit_id, members in members_by_unit(session, chain_ids, role).items():
+            for user in members:
+                _, roles, units = people.setdefault(user.id, (user, [], []))
+                if role.value not in roles:
+                    roles.append(role.value)
+                if unit_id not in units:
+                    units.append(unit_id)
+    holding = keys.holders(session, case_id, KeyPurpose.CASE)
+    holders: list[Person] = []
+    candidates: list[Person] = []
+    for user, roles, units in sorted(
+        people.values(), key=lambda found: (found[0].display_name.casefold(), found[0].id)
+    ):
+        person = Person(
+            user_id=user.id,
+            display_name=user.display_name,
+            roles=tuple(r.value for r in GRANTABLE_ROLES if r.value in roles),
+            units=tuple(unit_names[u] for u in chain_ids if u in units),
+        )
+        (holders if user.id in holding else candidates).append(person)
+    return GrantChoices(holders, candidates)
 
 
 def grant_access(
@@ -54,12 +117,12 @@ def grant_access(
     user = session.get(User, user_id)
     if user is None or not user.active:
         raise refuse(GrantRefused("There is no active account with that id."), "no_such_user")
-    if not user.role_names & {Role.HANDLER.value, Role.CUSTODIAN.value}:
+    if not user.role_names & {role.value for role in GRANTABLE_ROLES}:
         raise refuse(
             GrantRefused("Only case handlers and identity custodians can be given a case."),
             "not_a_handler_or_custodian",
         )
-    chain = {unit.id for unit in unit_chain(session, case.unit_id)}
+    chain = {unit.id for unit in _chain(session, case)}
     if not user.unit_ids & chain:
         raise refuse(
             GrantRefused(

@@ -151,7 +151,7 @@ def _open_part(key: bytes | None, blob: bytes | None, context: bytes) -> dict[st
         return None
 
 
-def _has_identity(session: Session, case_id: str) -> bool:
+def has_identity(session: Session, case_id: str) -> bool:
     return bool(service.entries(session, case_id, EntryKind.IDENTITY))
 
 
@@ -179,7 +179,7 @@ def request_identity(
             details={"reason": error.code},
         )
 
-    if not _has_identity(session, case_id):
+    if not has_identity(session, case_id):
         raise refuse(
             NoIdentity("The reporter gave no identity in this case: there is none to see.")
         )

@@ -226,6 +226,27 @@ def current_hold(session: Session, case: Case, reader: service.ContentReader) ->
     )
 
 
+def hold_state(
+    session: Session, settings: Settings, principal: StaffPrincipal, case_id: str
+) -> dict[str, Any]:
+    """The hold in force (its review day and sealed reason) and the day the case will be
+    deleted, for a handler who opened the case; as `read_case` tells them."""
+    opened = service.open_case(session, settings, principal, case_id)
+    hold = current_hold(session, opened.case, service.ContentReader(opened.key))
+    return hold_answer(
+        opened.case,
+        settings,
+        reason=hold.reason if hold else None,
+        placed_on=hold.placed_on if hold else None,
+        linked=has_linked_cases(session, case_id),
+    )
+
+
+def latest_review_day(today: dt.date) -> dt.date:
+    """The furthest review day a hold placed today may have."""
+    return service.add_months(today, 12 * HOLD_MAX_YEARS)
+
+
 def place_hold(
     session: Session,
     settings: Settings,
@@ -238,7 +259,7 @@ def place_hold(
 ) -> dict[str, Any]:
     """Keep the case past retention until `review_on`; the reason is sealed as an entry."""
     opened = service.open_case(session, settings, principal, case_id)
-    latest = service.add_months(today, 12 * HOLD_MAX_YEARS)
+    latest = latest_review_day(today)
     if not today < review_on <= latest:
         raise InvalidReviewDate(
             f"The review day must be after today and at most {HOLD_MAX_YEARS} years ahead "

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from varsling import audit
-from varsling.accounts.service import utcnow
-from varsling.authz import AppSettings, Staff
-from varsling.cases import attachments, declarations, grants, retention, service
+from varsling.accounts.service import StaffPrincipal, staff_principal, utcnow
+from varsling.authz import AppSettings, Staff, Token
+from varsling.cases import access_history, attachments, declarations, grants, retention, service
 from varsling.cases.models import Attachment
 from varsling.cases.schemas import (
+    AccessHistoryOut,
     CaseListOut,
     CaseOut,
     CaseSummaryOut,
@@ -23,22 +25,60 @@ from varsling.cases.schemas import (
     DeclarationOut,
     DiscardIn,
     DiscardOut,
+    FilesAddedOut,
     GrantIn,
     HoldIn,
     HoldStateOut,
     NoteIn,
     StatusIn,
 )
-from varsling.db import DbSession
+from varsling.config import Settings
+from varsling.db import DbSession, in_transaction
 from varsling.errors import NotFound
 from varsling.reports.schemas import MessageIn
+from varsling.reports.uploads import ParsedForm, read_multipart
 
 router = APIRouter(prefix="/api/v1/cases", tags=["cases"])
 
 
-@router.get("", response_model=CaseListOut)
-def list_cases(principal: Staff, session: DbSession) -> dict[str, Any]:
-    return {"items": service.list_cases(session, principal, utcnow().date())}
+_FILTERS = {
+    "status": "Only cases with this status: received, acknowledged, investigating, "
+    "concluded or closed.",
+    "unit": "Only cases reported in this unit (its id).",
+    "overdue": "true: only cases past a deadline they have not met; false: only the others.",
+    "category": "Only cases of this category: sexual_harassment, harassment, discrimination, "
+    "abuse_of_power, retaliation or other.",
+    "after": "Where the page starts: the `next` of the page before.",
+    "limit": f"Answer in pages of at most this many cases (1 to {service.MAX_PAGE_SIZE}); "
+    "without it, every case comes in one answer and `next` is null.",
+}
+
+
+@router.get(
+    "",
+    response_model=CaseListOut,
+    responses={422: {"description": "invalid_input: a filter or paging value means nothing."}},
+)
+def list_cases(
+    principal: Staff,
+    session: DbSession,
+    status: Annotated[str | None, Query(description=_FILTERS["status"])] = None,
+    unit: Annotated[str | None, Query(description=_FILTERS["unit"])] = None,
+    overdue: Annotated[str | None, Query(description=_FILTERS["overdue"])] = None,
+    category: Annotated[str | None, Query(description=_FILTERS["category"])] = None,
+    after: Annotated[str | None, Query(description=_FILTERS["after"])] = None,
+    limit: Annotated[str | None, Query(description=_FILTERS["limit"])] = None,
+) -> dict[str, Any]:
+    """The cases you hold a key to, retaliation cases first, then the oldest first.
+
+    With `limit`, `next` is where the next page starts (pass it as `after`), null on the
+    last page; without it, every case is in the answer, as before paging existed.
+    """
+    query = service.case_query(
+        status=status, unit=unit, overdue=overdue, category=category, after=after, limit=limit
+    )
+    page = service.list_cases(session, principal, utcnow().date(), query)
+    return {"items": page.items, "next": page.next}
 
 
 @router.get(
@@ -200,15 +240,15 @@ def download_response(
     )
 
 
-@router.get("/{case_id}/files/{file_id}", response_class=StreamingResponse)
-def download_file(
+def staff_download(
+    session: Session,
+    maker: sessionmaker[Session],
+    settings: Settings,
+    principal: StaffPrincipal,
     case_id: str,
     file_id: str,
-    principal: Staff,
-    session: DbSession,
-    settings: AppSettings,
-    request: Request,
 ) -> StreamingResponse:
+    """A case's file for a key holder who declared (404 for any other), audited."""
     opened = service.open_case(session, settings, principal, case_id)
     attachment = attachments.find(session, case_id, file_id)
     if attachment is None:
@@ -220,4 +260,107 @@ def download_file(
         case_id=case_id,
         details={"file_id": file_id},
     )
-    return download_response(session, request.app.state.sessionmaker, attachment, opened.key)
+    return download_response(session, maker, attachment, opened.key)
+
+
+@router.get("/{case_id}/files/{file_id}", response_class=StreamingResponse)
+def download_file(
+    case_id: str,
+    file_id: str,
+    principal: Staff,
+    session: DbSession,
+    settings: AppSettings,
+    request: Request,
+) -> StreamingResponse:
+    return staff_download(
+        session, request.app.state.sessionmaker, settings, principal, case_id, file_id
+    )
+
+
+# --------------------------------------------------------------------------
+# A handler's files: one implementation for this route and the staff upload page.
+# No transaction stays open while the body streams in: the case is opened in
+# one (for its key, which seals each chunk as it arrives), the files stored in
+# another, which checks access again.
+
+
+async def receive_case_files(
+    request: Request, settings: Settings, *, case_id: str, key: bytes
+) -> ParsedForm:
+    """The upload's fields and its files, sealed under the case key within the limits."""
+    return await read_multipart(
+        request,
+        case_id=case_id,
+        key=key,
+        max_file_bytes=settings.max_file_bytes,
+        max_files=settings.max_files_per_report,
+    )
+
+
+def store_case_files(
+    session: Session,
+    settings: Settings,
+    principal: StaffPrincipal,
+    case_id: str,
+    form: ParsedForm,
+) -> list[dict[str, Any]]:
+    """Store what `receive_case_files` sealed; refused whole if any file broke a limit."""
+    return service.add_handler_files(
+        session,
+        settings,
+        principal,
+        case_id,
+        files=form.files,
+        problems=form.problems,
+        today=utcnow().date(),
+    )
+
+
+def _open_for_upload(
+    session: Session, settings: Settings, token: str, case_id: str
+) -> tuple[StaffPrincipal, bytes]:
+    principal = staff_principal(session, token, settings=settings)
+    return principal, service.open_case(session, settings, principal, case_id).key
+
+
+@router.post(
+    "/{case_id}/files",
+    response_model=FilesAddedOut,
+    status_code=201,
+    responses={
+        413: {"description": "files_refused: a file is larger than the limit; nothing stored"},
+        422: {"description": "files_refused (too many files) or no_files; nothing stored"},
+    },
+)
+async def add_files(case_id: str, token: Token, request: Request) -> dict[str, Any]:
+    """Add files to the case as multipart/form-data (field name "files"), sealed like the
+    reporter's; the reporter sees them on their case page. Each file at most
+    `VARSLING_MAX_FILE_BYTES`, at most `VARSLING_MAX_FILES_PER_REPORT` at a time: a file
+    past either limit refuses the whole upload."""
+    settings: Settings = request.app.state.settings
+    maker: sessionmaker[Session] = request.app.state.sessionmaker
+    principal, key = await run_in_threadpool(
+        in_transaction, maker, _open_for_upload, settings, token, case_id
+    )
+    form = await receive_case_files(request, settings, case_id=case_id, key=key)
+    try:
+        stored = await run_in_threadpool(
+            in_transaction, maker, store_case_files, settings, principal, case_id, form
+        )
+    finally:
+        form.discard_files()
+    return {"files": stored}
+
+
+@router.get("/{case_id}/access", response_model=AccessHistoryOut)
+def read_access_history(
+    case_id: str,
+    principal: Staff,
+    session: DbSession,
+    settings: AppSettings,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> dict[str, Any]:
+    """Who did what with the case: staff and service events with their time, newest first
+    (paged), and the reporter's messages and files by day only. The read is audited."""
+    history = access_history.case_access_history(session, settings, principal, case_id, page=page)
+    return history.as_dict()

@@ -44,6 +44,9 @@ class CaseListItemOut(CaseSummaryOut):
 
 class CaseListOut(BaseModel):
     items: list[CaseListItemOut]
+    next: str | None = Field(
+        description="Where the next page starts: pass it as `after`. Null on the last page."
+    )
 
 
 class NoteOut(BaseModel):
@@ -205,3 +208,31 @@ class DiscardIn(StrictModel):
 class DiscardOut(BaseModel):
     status: str
     reason: str
+
+
+class FilesAddedOut(BaseModel):
+    files: list[FileOut]
+
+
+class AccessStaffEventOut(BaseModel):
+    actor: str  # "user:<id>" or "system"
+    actor_name: str | None  # a staff member's display name; None for the service
+    action: str
+    occurred: str  # UTC, to the second
+
+
+class AccessReporterEventOut(BaseModel):
+    action: str
+    day: str  # the day only: the reporter's events never carry a time
+
+
+class AccessHistoryOut(BaseModel):
+    staff_events: list[AccessStaffEventOut] = Field(
+        description="Staff and service events on the case, newest first, one page of them."
+    )
+    reporter_events: list[AccessReporterEventOut] = Field(
+        description="The reporter's report, messages, files, answers and send-up, by day; "
+        "never their logins, reads or downloads."
+    )
+    page: int
+    pages: int

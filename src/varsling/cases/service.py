@@ -6,13 +6,16 @@ import calendar
 import datetime as dt
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, and_, not_, or_, select
+from sqlalchemy import case as sql_case
 from sqlalchemy.orm import Session
 
 from varsling import audit, crypto
+from varsling.accounts.models import Unit
 from varsling.accounts.service import StaffPrincipal
 from varsling.cases import attachments, declarations, keys, manifest, retention
 from varsling.cases.models import (
@@ -20,6 +23,7 @@ from varsling.cases.models import (
     Case,
     CaseEntry,
     CaseKey,
+    Category,
     CheckIn,
     EntryKind,
     KeyPurpose,
@@ -71,6 +75,31 @@ def overdue(case: Case, today: dt.date) -> list[str]:
     if case.concluded_on is None and today > case.feedback_due:
         late.append("feedback")
     return late
+
+
+MET = "met"
+MISSED = "missed"
+OPEN = "open"
+
+
+def deadline_outcomes(case: Case, today: dt.date) -> tuple[str, str]:
+    """How the case fared against its own acknowledgement and feedback deadlines.
+
+    Each is "met" (done on or before the due day), "missed" (done late, or not
+    done and the day has passed) or "open" (not done, not yet due). Feedback
+    counts as given when the case was concluded, as in `overdue`. A retaliation
+    case is held to its own, shorter deadlines, as stored on the case.
+    """
+
+    def outcome(done_on: dt.date | None, due: dt.date) -> str:
+        if done_on is not None:
+            return MET if done_on <= due else MISSED
+        return MISSED if today > due else OPEN
+
+    return (
+        outcome(case.acknowledged_on, case.acknowledgement_due),
+        outcome(case.concluded_on, case.feedback_due),
+    )
 
 
 # --------------------------------------------------------------------------
@@ -313,15 +342,186 @@ def case_summary(case: Case, today: dt.date) -> dict[str, Any]:
     }
 
 
-def list_cases(session: Session, principal: StaffPrincipal, today: dt.date) -> list[dict[str, Any]]:
-    """The caller's cases, retaliation cases first; `declared` says which are open to them."""
-    declared = declarations.declared_cases(session, principal.user_id)
-    cases = session.execute(
-        readable_cases(principal).order_by(
-            (Case.priority == Priority.HIGH.value).desc(), Case.received_on, Case.id
+# --------------------------------------------------------------------------
+# The case list: filters and keyset paging, for the API and the staff pages alike
+
+PAGE_SIZE = 50  # the staff page's; the API pages only when asked (`limit`)
+MAX_PAGE_SIZE = 200
+_CURSOR = re.compile(r"(?P<rank>[01])\.(?P<day>\d{4}-\d{2}-\d{2})\.(?P<id>[0-9a-f]{32})")
+_UNIT_ID = re.compile(r"[1-9][0-9]{0,9}")
+
+
+class InvalidCaseQuery(InvalidInput):
+    """Filter or paging values that mean nothing; `fields` names each one that is wrong."""
+
+    def __init__(self, fields: list[str]) -> None:
+        super().__init__(
+            "These filter values are not valid: "
+            + ", ".join(fields)
+            + ". status: received, acknowledged, investigating, concluded or closed; "
+            "unit: a unit id; overdue: true or false; category: sexual_harassment, "
+            "harassment, discrimination, abuse_of_power, retaliation or other; "
+            "after: the `next` of the page before; limit: 1 to "
+            f"{MAX_PAGE_SIZE}."
         )
-    ).scalars()
-    return [{**case_summary(c, today), "declared": c.id in declared} for c in cases]
+        self.fields = fields
+
+
+@dataclass(frozen=True)
+class CaseQuery:
+    """Which of the caller's cases to list, and from where (the page before's `next`)."""
+
+    status: Status | None = None
+    unit_id: int | None = None
+    overdue: bool | None = None
+    category: Category | None = None
+    after: tuple[int, dt.date, str] | None = None
+    limit: int | None = None  # None: every case from `after` on, in one answer
+
+
+def case_query(
+    *,
+    status: str | None = None,
+    unit: str | None = None,
+    overdue: str | None = None,
+    category: str | None = None,
+    after: str | None = None,
+    limit: str | None = None,
+) -> CaseQuery:
+    """Read filter values as sent (query parameters); an empty value filters nothing.
+
+    Raises InvalidCaseQuery naming every value that is not valid.
+    """
+    wrong: list[str] = []
+    found_status = None
+    if status:
+        try:
+            found_status = Status(status)
+        except ValueError:
+            wrong.append("status")
+    unit_id = None
+    if unit:
+        if _UNIT_ID.fullmatch(unit) and int(unit) < 2**31:
+            unit_id = int(unit)
+        else:
+            wrong.append("unit")
+    late = None
+    if overdue:
+        if overdue in ("true", "false"):
+            late = overdue == "true"
+        else:
+            wrong.append("overdue")
+    found_category = None
+    if category:
+        try:
+            found_category = Category(category)
+        except ValueError:
+            wrong.append("category")
+    position = None
+    if after:
+        match = _CURSOR.fullmatch(after)
+        try:
+            position = (
+                (int(match["rank"]), dt.date.fromisoformat(match["day"]), match["id"])
+                if match
+                else None
+            )
+        except ValueError:
+            position = None
+        if position is None:
+            wrong.append("after")
+    size = None
+    if limit:
+        if limit.isdecimal() and 1 <= int(limit) <= MAX_PAGE_SIZE:
+            size = int(limit)
+        else:
+            wrong.append("limit")
+    if wrong:
+        raise InvalidCaseQuery(wrong)
+    return CaseQuery(found_status, unit_id, late, found_category, position, size)
+
+
+@dataclass(frozen=True)
+class CasePage:
+    items: list[dict[str, Any]]
+    next: str | None  # where the next page starts; None on the last page
+
+
+def _rank() -> Any:
+    """Retaliation cases (high priority) first."""
+    return sql_case((Case.priority == Priority.HIGH.value, 0), else_=1)
+
+
+def _is_overdue(today: dt.date) -> Any:
+    """overdue() in SQL: a deadline passed without being met."""
+    return or_(
+        and_(Case.acknowledged_on.is_(None), Case.acknowledgement_due < today),
+        and_(Case.concluded_on.is_(None), Case.feedback_due < today),
+    )
+
+
+def list_cases(
+    session: Session,
+    principal: StaffPrincipal,
+    today: dt.date,
+    query: CaseQuery | None = None,
+) -> CasePage:
+    """The caller's cases, retaliation cases first, filtered and one page at a time.
+
+    `declared` says which are open to them. Paging is by position (keyset), so a
+    case added meanwhile never shifts a page.
+    """
+    query = query or CaseQuery()
+    rank = _rank()
+    select_cases = readable_cases(principal)
+    if query.status is not None:
+        select_cases = select_cases.where(Case.status == query.status.value)
+    if query.unit_id is not None:
+        select_cases = select_cases.where(Case.unit_id == query.unit_id)
+    if query.category is not None:
+        select_cases = select_cases.where(Case.category == query.category.value)
+    if query.overdue is not None:
+        late = _is_overdue(today)
+        select_cases = select_cases.where(late if query.overdue else not_(late))
+    if query.after is not None:
+        after_rank, after_day, after_id = query.after
+        select_cases = select_cases.where(
+            or_(
+                rank > after_rank,
+                and_(
+                    rank == after_rank,
+                    or_(
+                        Case.received_on > after_day,
+                        and_(Case.received_on == after_day, Case.id > after_id),
+                    ),
+                ),
+            )
+        )
+    ordered = select_cases.order_by(rank, Case.received_on, Case.id)
+    if query.limit is not None:
+        ordered = ordered.limit(query.limit + 1)
+    found = list(session.execute(ordered).scalars())
+    more = query.limit is not None and len(found) > query.limit
+    found = found[: query.limit]
+    declared = declarations.declared_cases(session, principal.user_id)
+    items = [{**case_summary(c, today), "declared": c.id in declared} for c in found]
+    next_cursor = None
+    if more and found:
+        last = found[-1]
+        last_rank = 0 if last.priority == Priority.HIGH.value else 1
+        next_cursor = f"{last_rank}.{last.received_on.isoformat()}.{last.id}"
+    return CasePage(items, next_cursor)
+
+
+def case_units(session: Session, principal: StaffPrincipal) -> list[tuple[int, str]]:
+    """The units the caller's cases were reported in (id, name), for a unit filter."""
+    held = readable_cases(principal).with_only_columns(Case.unit_id).distinct()
+    return [
+        (unit.id, unit.name)
+        for unit in session.execute(
+            select(Unit).where(Unit.id.in_(held)).order_by(Unit.name, Unit.id)
+        ).scalars()
+    ]
 
 
 def read_case(
@@ -463,6 +663,71 @@ def add_note(
         today=today,
         action="case.note_added",
     )
+
+
+class NoFiles(InvalidInput):
+    code = "no_files"
+
+
+class FilesRefused(InvalidInput):
+    """Files over the limits: nothing of the upload is stored. 413 when one is too large."""
+
+    code = "files_refused"
+
+    def __init__(self, message: str, problems: Sequence[attachments.FileProblem]) -> None:
+        super().__init__(message)
+        self.problems = list(problems)
+        if any(p.reason == "too_large" for p in self.problems):
+            self.status_code = 413
+
+
+def add_handler_files(
+    session: Session,
+    settings: Settings,
+    principal: StaffPrincipal,
+    case_id: str,
+    *,
+    files: Sequence[attachments.SealedFile],
+    problems: Sequence[attachments.FileProblem] = (),
+    today: dt.date,
+) -> list[dict[str, Any]]:
+    """Store files a handler sealed with the case key, as the reporter's are: in the
+    manifest, audited. The reporter sees them on their case page.
+
+    A file over the size limit or past the number allowed (`problems`, from
+    reading the upload) refuses the whole upload: nothing is stored.
+    """
+    opened = open_case(session, settings, principal, case_id)
+    if problems:
+        names = ", ".join(repr(p.name) for p in problems)
+        raise FilesRefused(
+            f"Nothing was stored: {names} went past the limits (each file at most "
+            f"{settings.max_file_bytes} bytes, at most {settings.max_files_per_report} files "
+            "at a time).",
+            problems,
+        )
+    if not files:
+        raise NoFiles('Choose at least one file (form field "files").')
+    stored = [
+        attachments.store(
+            session,
+            sealed,
+            case_id=case_id,
+            key=opened.key,
+            uploaded_by="handler",
+            today=today,
+            actor=principal.actor,
+        )
+        for sealed in files
+    ]
+    audit.record(
+        session,
+        actor=principal.actor,
+        action="case.files_added",
+        case_id=case_id,
+        details={"files": len(stored), **manifest.audit_tag(session, case_id, opened.key)},
+    )
+    return [attachments.describe(a, opened.key) for a in stored]
 
 
 def change_status(

@@ -44,7 +44,8 @@ from varsling.cases.models import (
 from varsling.config import Settings
 from varsling.errors import Conflict, NotFound, Unauthenticated
 from varsling.reports import service
-from varsling.reports.service import ReporterPrincipal, custodians_on_chain
+from varsling.reports.routing import custodians_on_chain
+from varsling.reports.service import ReporterPrincipal
 
 _LOOKUP_LABEL = b"varsling/reporter-link/lookup"
 _REF_LABEL = "varsling/reporter-link/ref"

@@ -17,7 +17,7 @@ from varsling.cases.routes import download_response
 from varsling.config import Settings
 from varsling.db import DbSession, in_transaction
 from varsling.errors import InvalidInput, NotFound, PayloadTooLarge, error_body
-from varsling.reports import reprisal, service
+from varsling.reports import reprisal, routing, service
 from varsling.reports.schemas import (
     REPORT_FIELDS,
     CaseCodeOut,
@@ -56,8 +56,7 @@ def list_units(request: Request, session: DbSession) -> list[UnitOut]:
             custodians=[asdict(c) for c in u.custodians],
             identity_custodian=u.has_custodian,
         )
-        for u in service.list_units(session, verifying_key=_settings(request).signing_public_key)
-        if u.recipients  # a unit nobody can receive for is not offered
+        for u in routing.offered_units(session, verifying_key=_settings(request).signing_public_key)
     ]
 
 

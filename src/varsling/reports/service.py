@@ -1,4 +1,7 @@
-"""The reporter side: routing, submission, case-code sessions and the reporter's inbox."""
+"""The reporter side: submission, case-code sessions and the reporter's inbox.
+
+Who receives a report is decided in `reports/routing.py`.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import hmac
 import struct
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
@@ -17,14 +20,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from varsling import audit, crypto, receipts, throttle
-from varsling.accounts.models import ReporterSession, Role, Unit, User
-from varsling.accounts.service import (
-    key_certified,
-    members_by_unit,
-    purge_expired_sessions,
-    unit_chain,
-    utcnow,
-)
+from varsling.accounts.models import ReporterSession, User
+from varsling.accounts.service import purge_expired_sessions, utcnow
 from varsling.cases import attachments, exclusions, identity, keys, manifest
 from varsling.cases import service as cases
 from varsling.cases.models import (
@@ -39,6 +36,7 @@ from varsling.config import Settings
 from varsling.db import in_transaction
 from varsling.errors import InvalidInput, NotFound, Unauthenticated
 from varsling.reports.models import SpentSubmission
+from varsling.reports.routing import Offered, route_offered
 
 _REPORTER_KEYS_CONTEXT = "varsling/reporter-keys"
 _REPORTER_SESSION_CONTEXT = "varsling/reporter-session"
@@ -49,129 +47,6 @@ _RECEIPT_CONTEXT = "varsling/report-receipt"
 # How long the browser that sent a report can see its receipt again (a double click).
 RECEIPT_MINUTES = 10
 _EXPIRY = struct.Struct(">q")  # an exact expiry, as seconds since the epoch, sealed
-
-
-# --------------------------------------------------------------------------
-# Routing
-
-
-@dataclass(frozen=True)
-class Recipient:
-    id: int
-    display_name: str
-
-
-@dataclass(frozen=True)
-class Routing:
-    unit: Unit  # the unit whose handlers receive the report
-    handlers: list[User]
-    custodians: list[User]
-    # People who would have received it but whose key certificate fails: never wrapped for.
-    rejected: list[User] = field(default_factory=list)
-
-
-def route(
-    session: Session, unit_id: int, excluded: Iterable[int] = (), *, verifying_key: bytes
-) -> Routing:
-    """Who receives a report made about `unit_id`, leaving out the excluded.
-
-    The unit's handlers receive it; when none is left, the parent's, and so
-    on up. Custodians of the unit and every ancestor receive the identity key.
-    Someone whose public key the installation has not certified (`verifying_key`)
-    cannot receive, exactly as if excluded, and is named in `rejected`.
-    """
-    chain = unit_chain(session, unit_id)
-    if not chain:
-        raise InvalidInput(f"There is no unit with id {unit_id}.")
-    left_out = set(excluded)
-    unit_ids = [unit.id for unit in chain]
-    custodians_by_unit = members_by_unit(session, unit_ids, Role.CUSTODIAN)
-    handlers_by_unit = members_by_unit(session, unit_ids, Role.HANDLER)
-    certified = _certification(
-        [*custodians_by_unit.values(), *handlers_by_unit.values()], verifying_key
-    )
-    rejected: dict[int, User] = {}
-    custodians: dict[int, User] = {}
-    for unit in chain:
-        for u in custodians_by_unit.get(unit.id, []):
-            if u.id not in left_out:
-                (custodians if certified[u.id] else rejected)[u.id] = u
-    for unit in chain:
-        handlers = []
-        for u in handlers_by_unit.get(unit.id, []):
-            if u.id not in left_out:
-                if certified[u.id]:
-                    handlers.append(u)
-                else:
-                    rejected[u.id] = u
-        if handlers:
-            return Routing(unit, handlers, list(custodians.values()), list(rejected.values()))
-    if not any(certified[u.id] for users in handlers_by_unit.values() for u in users):
-        raise NoHandlers(
-            "No case handler is set up for this unit or any unit above it, so nobody can "
-            "receive the report. The ethics committee must add one."
-        )
-    raise InvalidInput(
-        "Nobody would be left to receive this report: every case handler up to the national "
-        "level is excluded. Exclude fewer people."
-    )
-
-
-def _certification(groups: Iterable[list[User]], verifying_key: bytes) -> dict[int, bool]:
-    """Each user's certificate checked once."""
-    return {u.id: key_certified(u, verifying_key) for users in groups for u in users}
-
-
-class NoHandlers(InvalidInput):
-    """Nobody at all can receive reports for a unit: an installation problem."""
-
-
-def custodians_on_chain(session: Session, unit_id: int, *, verifying_key: bytes) -> list[User]:
-    """Identity custodians of the unit and its ancestors whose keys are certified."""
-    chain = [unit.id for unit in unit_chain(session, unit_id)]
-    found = members_by_unit(session, chain, Role.CUSTODIAN)
-    return list(
-        {
-            u.id: u
-            for unit in chain
-            for u in found.get(unit, [])
-            if key_certified(u, verifying_key)
-        }.values()
-    )
-
-
-@dataclass(frozen=True)
-class UnitListing:
-    id: int
-    name: str
-    kind: str
-    parent_id: int | None
-    recipients: list[Recipient]
-    # Who would hold the identity key of a report made here (the unit's chain).
-    custodians: list[Recipient]
-
-    @property
-    def has_custodian(self) -> bool:
-        return bool(self.custodians)
-
-
-def list_units(session: Session, *, verifying_key: bytes) -> list[UnitListing]:
-    """Every unit with the handlers who would receive a report made there, and its custodians."""
-    out = []
-    for unit in session.execute(select(Unit).order_by(Unit.id)).scalars():
-        try:
-            routing = route(session, unit.id, verifying_key=verifying_key)
-            handlers, holders = routing.handlers, routing.custodians
-        except InvalidInput:
-            # Nobody can receive here; the custodians of the chain are still shown.
-            handlers = []
-            holders = custodians_on_chain(session, unit.id, verifying_key=verifying_key)
-        recipients = [Recipient(u.id, u.display_name) for u in handlers]
-        custodians = [Recipient(u.id, u.display_name) for u in holders]
-        out.append(
-            UnitListing(unit.id, unit.name, unit.kind, unit.parent_id, recipients, custodians)
-        )
-    return out
 
 
 # --------------------------------------------------------------------------
@@ -365,12 +240,15 @@ def submit_report(
     today: dt.date | None = None,
     prepared: PreparedCase | None = None,
     files: Iterable[attachments.SealedFile] = (),
+    offered: Offered | None = None,
 ) -> Submission:
     """Seal a report, wrap its keys for its receivers and the reporter; return the case code.
 
     `prepared` carries the case id and key when files were sealed while the
-    form streamed in. The case code's Argon2id runs before the first
-    database statement so it never holds a database lock.
+    form streamed in. `offered` is who the report form named: the report is
+    refused (routing.NotOffered) if it would reach anyone else. The case
+    code's Argon2id runs before the first database statement so it never
+    holds a database lock.
     """
     today = today or utcnow().date()
     prepared = prepared or PreparedCase.new()
@@ -389,7 +267,7 @@ def submit_report(
         if session.get(User, user_id) is None:
             raise InvalidInput(f"There is no recipient with id {user_id} to exclude.")
     verifying_key = settings.signing_public_key
-    routing = route(session, unit_id, excluded_ids, verifying_key=verifying_key)
+    routing = route_offered(session, unit_id, excluded_ids, offered, verifying_key=verifying_key)
 
     case_id, case_key = prepared.case_id, prepared.case_key
     identity_key = crypto.new_key()

@@ -7,21 +7,17 @@ one keeps at most one chunk of plaintext in memory and spools only ciphertext.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from varsling.cases.attachments import FileSealer, FileTooLarge, SealedFile, safe_name
+from varsling.cases.attachments import FileProblem, FileSealer, FileTooLarge, SealedFile, safe_name
 from varsling.errors import InvalidInput, VarslingError
 
 MAX_FIELD_BYTES = 100_000
 
 
-@dataclass(frozen=True)
-class FileProblem:
-    name: str
-    reason: Literal["too_large", "too_many"]
+__all__ = ["FileProblem", "ParsedForm", "read_multipart"]
 
 
 @dataclass

@@ -19,24 +19,29 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from babel.numbers import format_decimal
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from varsling.accounts.models import Role, UnitKind, User
-from varsling.accounts.service import key_certified, members_by_unit, unit_chain, utcnow
+from varsling.accounts.models import UnitKind
+from varsling.accounts.service import utcnow
 from varsling.cases.models import Category
 from varsling.config import Settings
 from varsling.db import DbSession, in_transaction
 from varsling.errors import InvalidInput
-from varsling.reports import service
+from varsling.reports import routing, service
+from varsling.reports.routing import (
+    ReportChoices,
+    SendProblem,
+    UnitCatalogue,
+    UnitListing,
+)
 from varsling.reports.schemas import (
     LONG_TEXT_CHARS,
     REPORT_FIELDS,
@@ -45,14 +50,7 @@ from varsling.reports.schemas import (
     SHORT_TEXT_CHARS,
     ReportIn,
 )
-from varsling.reports.service import (
-    AlreadySent,
-    NoHandlers,
-    PreparedCase,
-    Recipient,
-    Submission,
-    UnitListing,
-)
+from varsling.reports.service import AlreadySent, PreparedCase, Submission
 from varsling.reports.uploads import FileProblem, ParsedForm, read_multipart
 from varsling.web.i18n import N_, Language
 from varsling.web.pages import (
@@ -68,7 +66,7 @@ from varsling.web.security import CsrfResult, check_csrf, csrf_signer, session_v
 router = APIRouter(include_in_schema=False)
 
 # What the reporter chooses at step 1 when they do not know the unit.
-NATIONAL_CHOICE: Final = "national"
+NATIONAL_CHOICE: Final = routing.NATIONAL
 
 # The six categories in the order the form lists them, each with a plain hint.
 CATEGORIES: Final[tuple[tuple[Category, str, str], ...]] = (
@@ -160,57 +158,6 @@ _SCHEMA_FIELDS: Final[Mapping[tuple[str | int, ...], str]] = {
 
 
 @dataclass(frozen=True)
-class Destination:
-    """One place the report can be sent: the chosen unit, or straight to the national level."""
-
-    value: str  # "unit" or "national"
-    unit: UnitListing
-    receiving_unit_name: str  # the unit whose handlers receive it (the unit or one above)
-    recipients: list[Recipient]
-
-
-@dataclass(frozen=True)
-class FallbackLevel:
-    """The case handlers of one unit on the way up, listed where they are first met.
-
-    The first level receives the report when nobody is left out; each later one
-    receives it when everyone listed before it is left out (DESIGN: "and so on up").
-    """
-
-    unit_name: str
-    recipients: list[Recipient]
-    first: bool  # receives the report when nobody is left out
-    national_only: bool = False  # reached only when sending straight to the national level
-
-
-@dataclass(frozen=True)
-class ReportChoices:
-    unit: UnitListing
-    destinations: list[Destination]
-    levels: list[FallbackLevel] = field(default_factory=list)
-
-    @property
-    def handlers(self) -> list[Recipient]:
-        """Everyone who could receive the report, once each: the people one can leave out."""
-        return [recipient for level in self.levels for recipient in level.recipients]
-
-    @property
-    def custodians(self) -> list[Recipient]:
-        """Everyone who would hold the identity key, for any destination, once each."""
-        found: dict[int, Recipient] = {}
-        for destination in self.destinations:
-            for custodian in destination.unit.custodians:
-                found.setdefault(custodian.id, custodian)
-        return list(found.values())
-
-    def destination(self, value: str) -> Destination:
-        for destination in self.destinations:
-            if destination.value == value:
-                return destination
-        return self.destinations[0]
-
-
-@dataclass(frozen=True)
 class UnitGroup:
     """An `<optgroup>` of the unit list: the national level, a county, or youth and students."""
 
@@ -218,63 +165,46 @@ class UnitGroup:
     units: list[UnitListing]
 
 
-@dataclass(frozen=True)
-class UnitCatalogue:
-    units: list[UnitListing]
+def unit_groups(
+    catalogue: UnitCatalogue, language: Language, gettext: Callable[[Language, str], str]
+) -> list[UnitGroup]:
+    """The units offered: national units first, then each county with its municipal units,
+    then youth."""
+    by_id = {u.id: u for u in catalogue.units}
 
-    @property
-    def root(self) -> UnitListing | None:
-        roots = [u for u in self.units if u.parent_id is None]
-        national = [u for u in roots if u.kind == UnitKind.NATIONAL]
-        candidates = national or roots
-        return candidates[0] if candidates else None
+    def ancestors(unit: UnitListing) -> Iterable[UnitListing]:
+        seen = {unit.id}
+        current = by_id.get(unit.parent_id) if unit.parent_id is not None else None
+        while current is not None and current.id not in seen:
+            yield current
+            seen.add(current.id)
+            current = by_id.get(current.parent_id) if current.parent_id is not None else None
 
-    def find(self, unit_id: int) -> UnitListing | None:
-        return next((u for u in self.units if u.id == unit_id), None)
+    national: list[UnitListing] = []
+    youth: list[UnitListing] = []
+    counties: dict[int, list[UnitListing]] = {}
+    for unit in catalogue.offered:
+        chain = [unit, *ancestors(unit)]
+        if any(u.kind in (UnitKind.YOUTH, UnitKind.STUDENT) for u in chain):
+            youth.append(unit)
+            continue
+        county = next((u for u in chain if u.kind == UnitKind.COUNTY), None)
+        if county is None:
+            national.append(unit)
+        else:
+            counties.setdefault(county.id, []).append(unit)
 
-    def groups(
-        self, language: Language, gettext: Callable[[Language, str], str]
-    ) -> list[UnitGroup]:
-        """National units first, then each county with its municipal units, then youth."""
-        by_id = {u.id: u for u in self.units}
-
-        def ancestors(unit: UnitListing) -> Iterable[UnitListing]:
-            seen = {unit.id}
-            current = by_id.get(unit.parent_id) if unit.parent_id is not None else None
-            while current is not None and current.id not in seen:
-                yield current
-                seen.add(current.id)
-                current = by_id.get(current.parent_id) if current.parent_id is not None else None
-
-        national: list[UnitListing] = []
-        youth: list[UnitListing] = []
-        counties: dict[int, list[UnitListing]] = {}
-        for unit in self.units:
-            if not unit.recipients:
-                continue  # nobody can receive a report there: not offered
-            chain = [unit, *ancestors(unit)]
-            if any(u.kind in (UnitKind.YOUTH, UnitKind.STUDENT) for u in chain):
-                youth.append(unit)
-                continue
-            county = next((u for u in chain if u.kind == UnitKind.COUNTY), None)
-            if county is None:
-                national.append(unit)
-            else:
-                counties.setdefault(county.id, []).append(unit)
-
-        groups = []
-        if national:
-            national.sort(key=lambda u: (u.parent_id is not None, _name_key(u.name)))
-            groups.append(UnitGroup(gettext(language, N_("National level")), national))
-        for county_id in sorted(counties, key=lambda i: _name_key(by_id[i].name)):
-            members = sorted(
-                counties[county_id], key=lambda u: (u.id != county_id, _name_key(u.name))
-            )
-            groups.append(UnitGroup(by_id[county_id].name, members))
-        if youth:
-            youth.sort(key=lambda u: _name_key(u.name))
-            groups.append(UnitGroup(gettext(language, N_("Youth and students")), youth))
-        return groups
+    groups = []
+    if national:
+        national.sort(key=lambda u: (u.parent_id is not None, _name_key(u.name)))
+        groups.append(UnitGroup(gettext(language, N_("National level")), national))
+    for county_id in sorted(counties, key=lambda i: _name_key(by_id[i].name)):
+        members = sorted(counties[county_id], key=lambda u: (u.id != county_id, _name_key(u.name)))
+        groups.append(UnitGroup(by_id[county_id].name, members))
+    if youth:
+        youth.sort(key=lambda u: _name_key(u.name))
+        groups.append(UnitGroup(gettext(language, N_("Youth and students")), youth))
+    return groups
 
 
 _NORWEGIAN_ORDER: Final = str.maketrans({"æ": "z{", "ø": "z|", "å": "z}"})
@@ -286,140 +216,38 @@ def _name_key(name: str) -> str:
 
 
 def _load_catalogue(session: Session, verifying_key: bytes) -> UnitCatalogue:
-    return UnitCatalogue(service.list_units(session, verifying_key=verifying_key))
+    return routing.unit_catalogue(session, verifying_key=verifying_key)
 
 
 def _load_choices(
     session: Session, verifying_key: bytes, unit_id: int
 ) -> tuple[UnitCatalogue, ReportChoices | None]:
-    catalogue = _load_catalogue(session, verifying_key)
-    unit = catalogue.find(unit_id)
-    if unit is None:
-        return catalogue, None
-    destinations = [_destination(session, verifying_key, "unit", unit)]
-    root = catalogue.root
-    if root is not None and root.id != unit.id:
-        here = {r.id for r in unit.recipients}
-        there = {r.id for r in root.recipients}
-        # When the report already goes to the national level, there is nothing to choose.
-        if here != there:
-            destinations.append(_destination(session, verifying_key, NATIONAL_CHOICE, root))
-    seen: set[int] = set()
-    levels = _fallback_levels(session, verifying_key, unit.id, seen)
-    if len(destinations) > 1:
-        levels += [
-            FallbackLevel(level.unit_name, level.recipients, first=False, national_only=True)
-            for level in _fallback_levels(session, verifying_key, destinations[1].unit.id, seen)
-        ]
-    return catalogue, ReportChoices(unit, destinations, levels)
-
-
-def _fallback_levels(
-    session: Session, verifying_key: bytes, unit_id: int, seen: set[int]
-) -> list[FallbackLevel]:
-    """The unit's case handlers, then each unit above with people not yet in `seen`.
-
-    This is the order `service.route` follows: a unit whose handlers are all
-    listed already is reached only when they are all left out, so it is skipped.
-    Nobody whose key is not certified is listed: they cannot receive.
-    """
-    levels: list[FallbackLevel] = []
-    chain = unit_chain(session, unit_id)
-    handlers = members_by_unit(session, [unit.id for unit in chain], Role.HANDLER)
-    for unit in chain:
-        new = [
-            Recipient(user.id, user.display_name)
-            for user in handlers.get(unit.id, [])
-            if user.id not in seen and key_certified(user, verifying_key)
-        ]
-        if new:
-            seen.update(r.id for r in new)
-            levels.append(FallbackLevel(unit.name, new, first=not levels))
-    return levels
-
-
-SendProblem = Literal[
-    "nobody_left", "nobody_set_up", "not_offered", "custodians_not_offered", "not_stored"
-]
-
-
-class NotOffered(Exception):
-    """The report would reach someone the form did not name (people changed meanwhile)."""
-
-    def __init__(self, problem: SendProblem = "not_offered") -> None:
-        super().__init__(problem)
-        self.problem: SendProblem = problem
-
-
-def _check_routing(
-    session: Session,
-    verifying_key: bytes,
-    unit_id: int,
-    excluded: set[int],
-    offered: set[int],
-    offered_custodians: set[int],
-) -> None:
-    """Raise unless the report reaches someone, and only people the form named.
-
-    That holds for the identity key too: no custodian the form did not name
-    receives it.
-    """
-    # InvalidInput: nobody is left
-    routing = service.route(session, unit_id, excluded, verifying_key=verifying_key)
-    if any(handler.id not in offered for handler in routing.handlers):
-        raise NotOffered("not_offered")
-    if any(custodian.id not in offered_custodians for custodian in routing.custodians):
-        raise NotOffered("custodians_not_offered")
+    return routing.report_choices(session, unit_id, verifying_key=verifying_key)
 
 
 def _load_for_sending(
     session: Session, verifying_key: bytes, unit_id: int, draft: ReportDraft
-) -> tuple[UnitCatalogue, ReportChoices | None, SendProblem | None]:
-    """The form's choices, `draft.excluded` cut to people offered, and what stops sending.
+) -> routing.SendingPlan:
+    """The form held to what it offered (routing.plan_sending); `draft` keeps the result.
 
     `draft.offered` is who the form the reporter saw named; a post without it
     (not from our form) is held to who the form would name now.
     """
-    catalogue, choices = _load_choices(session, verifying_key, unit_id)
-    if choices is None:
-        return catalogue, None, None
-    now_offered = {r.id for r in choices.handlers}
-    now_custodians = {r.id for r in choices.custodians}
-    named = draft.offered | draft.offered_custodians
-    known = set(session.scalars(select(User.id).where(User.id.in_(named)))) if named else set()
-    draft.offered = draft.offered & known if draft.offered else set(now_offered)
-    if draft.custodians_named:
-        draft.offered_custodians &= known
-    else:
-        draft.offered_custodians = set(now_custodians)
-    # Every person the form offered can be left out; anything else is not ours.
-    draft.excluded &= draft.offered | now_offered | draft.offered_custodians | now_custodians
-    try:
-        _check_routing(
-            session,
-            verifying_key,
-            choices.destination(draft.destination).unit.id,
-            draft.excluded,
-            draft.offered,
-            draft.offered_custodians,
-        )
-    except NoHandlers:
-        return catalogue, choices, "nobody_set_up"
-    except InvalidInput:
-        return catalogue, choices, "nobody_left"
-    except NotOffered as changed:
-        return catalogue, choices, changed.problem
-    return catalogue, choices, None
-
-
-def _destination(
-    session: Session, verifying_key: bytes, value: str, unit: UnitListing
-) -> Destination:
-    try:
-        receiving = service.route(session, unit.id, verifying_key=verifying_key).unit.name
-    except InvalidInput:
-        receiving = unit.name
-    return Destination(value, unit, receiving, unit.recipients)
+    plan = routing.plan_sending(
+        session,
+        unit_id,
+        destination=draft.destination,
+        excluded=draft.excluded,
+        offered_handlers=draft.offered,
+        offered_custodians=draft.offered_custodians,
+        custodians_named=draft.custodians_named,
+        verifying_key=verifying_key,
+    )
+    if plan.choices is not None:
+        draft.excluded = set(plan.excluded)
+        draft.offered = set(plan.offered.handlers)
+        draft.offered_custodians = set(plan.offered.custodians)
+    return plan
 
 
 # --------------------------------------------------------------------------
@@ -619,14 +447,14 @@ def _render_unit_step(
     error: str | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
-    unit_groups = catalogue.groups(language, page_templates(request).gettext)
+    groups = unit_groups(catalogue, language, page_templates(request).gettext)
     return render_page(
         request,
         language,
         "report_unit.html",
         {
-            "unit_groups": unit_groups,
-            "has_units": bool(unit_groups),
+            "unit_groups": groups,
+            "has_units": bool(groups),
             "national_choice": NATIONAL_CHOICE,
             "unit_error": error,
             "recently_sent": recently_sent(request),
@@ -764,7 +592,7 @@ async def _check_and_store(
             )
         except AlreadySent as sent:
             return _already_sent(request, language, sent)
-    catalogue, choices, problem = await run_in_threadpool(
+    plan = await run_in_threadpool(
         in_transaction,
         maker,
         _load_for_sending,
@@ -772,6 +600,7 @@ async def _check_and_store(
         unit_id if unit_id is not None else -1,
         draft,
     )
+    catalogue, choices, problem = plan.catalogue, plan.choices, plan.problem
     if choices is None:
         return _render_unit_step(
             request,
@@ -837,19 +666,14 @@ async def _check_and_store(
                 prepared,
                 form,
                 draft.submission,
-                draft.offered,
-                draft.offered_custodians,
+                plan.offered,
                 session_value(request),
             )
         except AlreadySent as sent:
             return _already_sent(request, language, sent)
-        except NoHandlers:
-            errors.add("excluded", problem_messages["nobody_set_up"])
-        except InvalidInput:
-            # Handlers changed since the check above: the same answer.
-            errors.add("excluded", problem_messages["nobody_left"])
-        except NotOffered as changed:
-            errors.add("excluded", problem_messages[changed.problem])
+        except InvalidInput as refused:
+            # Handlers changed since the check above: the same answers.
+            errors.add("excluded", problem_messages[routing.send_problem(refused)])
         except SQLAlchemyError:
             # Anything else the database refused rolled back the whole report.
             errors.add("excluded", problem_messages["not_stored"])
@@ -921,22 +745,14 @@ def _submit(
     prepared: PreparedCase,
     form: ParsedForm,
     submission_id: str,
-    offered: set[int],
-    offered_custodians: set[int],
+    offered: routing.Offered,
     browser: str | None,
 ) -> Submission:
     now = utcnow()
     # First: a second click gets the first click's receipt, whatever changed since.
     service.spend_submission(session, settings, submission_id, browser=browser, now=now)
-    # Checked again in the transaction that stores it: people may have changed.
-    _check_routing(
-        session,
-        settings.signing_public_key,
-        report.unit_id,
-        set(report.excluded_recipients),
-        offered,
-        offered_custodians,
-    )
+    # The routing is checked again in the transaction that stores it, held to who the
+    # form named: people may have changed.
     submission = service.submit_report(
         session,
         settings,
@@ -948,6 +764,7 @@ def _submit(
         prepared=prepared,
         files=form.files,
         today=now.date(),
+        offered=offered,
     )
     service.keep_receipt(
         session,

@@ -8,7 +8,15 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from varsling.web import case_pages, report_pages, staff_login_pages
+from varsling.web import (
+    case_pages,
+    report_pages,
+    staff_admin_pages,
+    staff_audit_pages,
+    staff_case_pages,
+    staff_case_subpages,
+    staff_login_pages,
+)
 from varsling.web.i18n import DEFAULT_LANGUAGE, PageTemplates
 from varsling.web.pages import PageLanguage, render_page
 from varsling.web.security import CsrfSigner, SecurityHeadersMiddleware
@@ -55,3 +63,7 @@ def install_web(app: FastAPI, settings: Settings) -> None:
     app.include_router(case_pages.router)
     # The staff workspace: each role's pages in a module of their own.
     app.include_router(staff_login_pages.router)
+    app.include_router(staff_audit_pages.router)
+    app.include_router(staff_admin_pages.router)
+    app.include_router(staff_case_pages.router)
+    app.include_router(staff_case_subpages.router)

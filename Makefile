@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format migrate browser-deps screenshots bench clean
+.PHONY: run test lint format migrate browser-deps deploy-deps screenshots bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,7 +38,7 @@ format: $(STAMP)
 # runs the suite in one process, as plain `pytest` does.
 TEST_WORKERS ?= 2
 
-test: lint browser-deps
+test: lint browser-deps deploy-deps
 	$(BIN)/pytest -n $(TEST_WORKERS)
 
 # Debian's chromium and axe-core for the browser tests; quick when both are present.
@@ -53,6 +53,15 @@ browser-deps:
 	@if [ ! -f node_modules/axe-core/axe.min.js ]; then \
 		if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; \
 		else npm install --no-audit --no-fund; fi; \
+	fi
+
+# Debian's caddy for the two-replica test (tests/deploy/): quick when present.
+deploy-deps:
+	@if ! command -v caddy >/dev/null; then \
+		echo "Installing Debian's caddy"; \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends caddy; \
 	fi
 
 # Extract the reporter pages' text into the template and update the nb, nn and en

@@ -343,12 +343,8 @@ def forge_form_token(page: Page, form: str) -> None:
 
 
 def press_submit(page: Page, button: str) -> None:
-    """Send a form from the keyboard: focus its button, press Enter.
-
-    Not a mouse click: the notice's autofocus was once seen not to apply after a
-    click under load in CI (a click's pointer events around the navigation are a
-    suspect); a keyboard user is who this focus is for anyway.
-    """
+    """Send a form from the keyboard: focus its button, press Enter (the notice's focus is
+    for keyboard users). See takes_focus for the one flake seen around autofocus."""
     page.locator(button).focus()
     page.keyboard.press("Enter")
 

@@ -5,8 +5,6 @@ reporter's side."""
 from __future__ import annotations
 
 import base64
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -14,11 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, BrowserContext, Page
 from sqlalchemy import delete
 
-from tests.browser.conftest import BROWSER_PASSWORD, takes_focus
+from tests.browser.conftest import BROWSER_PASSWORD, serve, takes_focus
 from varsling import crypto
 from varsling.accounts import service as accounts
 from varsling.accounts import two_factor
@@ -224,30 +221,6 @@ def test_handler_pages_and_their_error_states_have_no_axe_violations(
 # A handler's day: keyboard only, JavaScript off, two-factor login
 
 
-def serve(app: Any) -> Iterator[str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, log_level="warning", access_log=False, server_header=False, lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-
-
 @pytest.fixture(scope="module")
 def two_factor_server(browser_settings: Settings, org: dict[str, int]) -> Iterator[str]:
     """The same database, served with two-factor required for case handlers too."""
@@ -256,7 +229,8 @@ def two_factor_server(browser_settings: Settings, org: dict[str, int]) -> Iterat
     )
     app = create_app(settings)
     try:
-        yield from serve(app)
+        with serve(app) as base:
+            yield base
     finally:
         app.state.engine.dispose()
 

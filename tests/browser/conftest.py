@@ -76,9 +76,9 @@ def browser_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("browser")
 
 
-@pytest.fixture(scope="session")
-def browser_settings(browser_tmp: Path) -> Settings:
-    url = f"sqlite:///{browser_tmp}/varsling.db"
+def browser_test_settings(folder: Path) -> Settings:
+    """Settings for a browser test's own migrated SQLite database in `folder`."""
+    url = f"sqlite:///{folder}/varsling.db"
     migrate(url)
     return Settings(
         environment="development",
@@ -91,6 +91,11 @@ def browser_settings(browser_tmp: Path) -> Settings:
         argon2_time_cost=1,
         argon2_memory_kib=64,
     )
+
+
+@pytest.fixture(scope="session")
+def browser_settings(browser_tmp: Path) -> Settings:
+    return browser_test_settings(browser_tmp)
 
 
 @pytest.fixture(scope="session")

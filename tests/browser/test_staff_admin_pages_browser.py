@@ -18,14 +18,20 @@ import pytest
 from fastapi import FastAPI
 from playwright.sync_api import Browser, BrowserContext, Page
 
-from tests.browser.conftest import BROWSER_PASSWORD, serve, takes_focus, watch
+from tests.browser.conftest import (
+    BROWSER_PASSWORD,
+    browser_test_settings,
+    serve,
+    takes_focus,
+    watch,
+)
 from varsling import crypto
 from varsling.accounts import service as accounts
 from varsling.accounts import two_factor
 from varsling.accounts.models import User
 from varsling.app import create_app
 from varsling.config import Settings
-from varsling.db import make_engine, make_sessionmaker, migrate
+from varsling.db import make_engine, make_sessionmaker
 
 pytestmark = pytest.mark.browser
 
@@ -38,19 +44,7 @@ Violations = Callable[..., list[dict[str, Any]]]
 
 @pytest.fixture(scope="module")
 def admin_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    url = f"sqlite:///{tmp_path_factory.mktemp('admin-browser')}/varsling.db"
-    migrate(url)
-    return Settings(
-        environment="development",
-        code_pepper="browser-test-pepper-" + "p" * 40,
-        code_salt="browser-test-salt-" + "s" * 40,
-        web_secret="browser-test-web-secret-" + "w" * 40,
-        signing_key="browser-test-signing-key-" + "k" * 40,
-        password_pepper="browser-test-password-pepper-" + "q" * 40,
-        database_url=url,
-        argon2_time_cost=1,
-        argon2_memory_kib=64,
-    )
+    return browser_test_settings(tmp_path_factory.mktemp("admin-browser"))
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,13 @@ database `test_backup_restore_<hex>` dropped afterwards.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sqlite3
 import stat
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, func, make_url, select, text
 from sqlalchemy.orm import Session
+from typer.testing import CliRunner
 
-from tests.conftest import make_settings
+from tests.conftest import TEST_SECRETS, make_settings
 from tests.factories import (
     PASSWORD,
     login,
@@ -33,7 +36,7 @@ from tests.factories import (
 )
 from tests.tamper import unguarded
 from tests.test_cli import _varsling
-from varsling import audit
+from varsling import audit, cli
 from varsling.app import create_app
 from varsling.backup import write_backup
 from varsling.config import SECRET_SETTINGS, Settings
@@ -120,8 +123,36 @@ def _actions(url: str) -> list[str]:
         engine.dispose()
 
 
-def _backup(database_url: str, file: Path) -> None:
-    made = _varsling(database_url, "backup", str(file))
+@dataclass(frozen=True)
+class _Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _cli(
+    database_url: str, *args: str, secrets_file: str = "/nonexistent", env_secrets: bool = True
+) -> _Ran:
+    """The command in this process (a subprocess costs seconds): what `_varsling` runs."""
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("VARSLING_")}
+    env.update(
+        {
+            "VARSLING_DATABASE_URL": database_url,
+            "VARSLING_SECRETS_FILE": secrets_file,
+            "VARSLING_ARGON2_MEMORY_KIB": "64",
+            "VARSLING_ARGON2_TIME_COST": "1",
+        }
+    )
+    if env_secrets:
+        env.update({f"VARSLING_{name.upper()}": value for name, value in TEST_SECRETS.items()})
+    ran = CliRunner().invoke(cli.app, list(args), env=env)
+    if ran.exception is not None and not isinstance(ran.exception, SystemExit):
+        raise ran.exception
+    return _Ran(ran.exit_code, ran.stdout, ran.stderr)
+
+
+def _backup(database_url: str, file: Path, *, run: Any = _cli) -> None:
+    made = run(database_url, "backup", str(file))
     assert made.returncode == 0, made.stderr
     assert stat.S_IMODE(file.stat().st_mode) == 0o600
     assert "is NOT in it" in made.stdout
@@ -143,23 +174,25 @@ def test_backup_while_writing_then_restore_verifies_and_opens_the_case(
             with make_sessionmaker(engine).begin() as session:
                 audit.record(session, actor="system", action="test.write")
             written.append(1)
+            stop.wait(0.02)
 
     writer = threading.Thread(target=keep_writing)
     writer.start()
     try:
-        _backup(settings.database_url, file)
+        # The real command in a process of its own, while this one writes.
+        _backup(settings.database_url, file, run=_varsling)
     finally:
         stop.set()
         writer.join()
         engine.dispose()
     assert written, "the writer ran during the backup"
 
-    restored = _varsling(target, "restore", str(file))
+    restored = _cli(target, "restore", str(file))
 
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert "OK: the audit trail verifies" in restored.stdout
     assert "It holds the last checkpoint stored in the backup" in restored.stdout
-    verified = _varsling(target, "audit", "verify")
+    verified = _cli(target, "audit", "verify")
     assert verified.returncode == 0, verified.stderr
     assert "chains intact" in verified.stdout
     actions = _actions(target)
@@ -189,13 +222,13 @@ def test_restore_into_a_database_with_data_is_refused_and_changes_nothing(
     _backup(settings.database_url, file)
     before = _actions(settings.database_url)
 
-    refused = _varsling(settings.database_url, "restore", str(file))
+    refused = _cli(settings.database_url, "restore", str(file))
 
     assert refused.returncode == 1
     assert "is not empty" in refused.stderr
     assert "Nothing was changed" in refused.stderr
     assert _actions(settings.database_url) == before
-    again = _varsling(settings.database_url, "backup", str(file))
+    again = _cli(settings.database_url, "backup", str(file))
     assert again.returncode == 1
     assert "give --force" in again.stderr
 
@@ -224,7 +257,7 @@ def test_garbage_truncated_and_wrong_kind_files_are_refused(
         (truncated, "damaged or cut short"),
         (other_kind, expected),
     ):
-        refused = _varsling(target, "restore", str(bad))
+        refused = _cli(target, "restore", str(bad))
 
         assert refused.returncode == 1, refused.stdout
         assert said in refused.stderr
@@ -234,7 +267,7 @@ def test_garbage_truncated_and_wrong_kind_files_are_refused(
         not_ours = tmp_path / "not-ours.db"
         with sqlite3.connect(not_ours) as made:
             made.execute("CREATE TABLE t (x)")
-        refused = _varsling(target, "restore", str(not_ours))
+        refused = _cli(target, "restore", str(not_ours))
         assert refused.returncode == 1
         assert "not a Varsling one" in refused.stderr
 
@@ -264,14 +297,14 @@ def test_a_backup_with_a_changed_audit_row_restores_but_fails_loudly(
             )
         _backup(settings.database_url, file)
 
-    restored = _varsling(target, "restore", str(file))
+    restored = _cli(target, "restore", str(file))
 
     assert restored.returncode == 1
     assert "Restored the" in restored.stdout
     assert "BROKEN: the restored audit trail does NOT verify" in restored.stderr
     assert f"sequence number {changed}" in restored.stderr
     assert "installation.restored" not in _actions(target)
-    verified = _varsling(target, "audit", "verify")
+    verified = _cli(target, "audit", "verify")
     assert verified.returncode == 1
     assert f"sequence number {changed}" in verified.stderr
 
@@ -286,8 +319,8 @@ def test_a_restore_with_other_secrets_is_refused_and_leaves_the_database_empty(
     append_secrets(other, SECRET_SETTINGS)
     missing = tmp_path / "missing.env"
 
-    wrong = _varsling(target, "restore", str(file), secrets_file=str(other), env_secrets=False)
-    absent = _varsling(target, "restore", str(file), secrets_file=str(missing), env_secrets=False)
+    wrong = _cli(target, "restore", str(file), secrets_file=str(other), env_secrets=False)
+    absent = _cli(target, "restore", str(file), secrets_file=str(missing), env_secrets=False)
 
     assert wrong.returncode == 2
     assert "Refusing to restore" in wrong.stderr
@@ -298,7 +331,7 @@ def test_a_restore_with_other_secrets_is_refused_and_leaves_the_database_empty(
     assert "VARSLING_CODE_PEPPER is missing" in absent.stderr
     assert not missing.exists(), "no secrets are generated for a restore"
     assert _tables(target) == []
-    restored = _varsling(target, "restore", str(file))
+    restored = _cli(target, "restore", str(file))
     assert restored.returncode == 0, restored.stderr
 
 
@@ -311,7 +344,7 @@ def test_an_older_backup_is_migrated_to_head(database: Any, tmp_path: Path, targ
     finally:
         _drop(database, older)
 
-    restored = _varsling(target, "restore", str(file))
+    restored = _cli(target, "restore", str(file))
 
     assert restored.returncode == 0, restored.stderr
     assert "Upgraded the database schema from revision 0009 to 0010" in restored.stdout

@@ -8,6 +8,7 @@ database `test_backup_restore_<hex>` dropped afterwards.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import sqlite3
 import stat
@@ -34,7 +35,7 @@ from tests.factories import (
     report,
     reporter_login,
 )
-from tests.tamper import unguarded
+from tests.tamper import rewrite_from_scratch, unguarded
 from tests.test_cli import _varsling
 from varsling import audit, cli
 from varsling.app import create_app
@@ -79,9 +80,9 @@ def target(database: Any, tmp_path: Path) -> Iterator[str]:
     _drop(database, url)
 
 
-def _set_up(client: TestClient, db: Session, settings: Settings) -> str:
-    """A unit, a handler working on a submitted case, a checkpoint and later events;
-    returns the reporter's case code."""
+def _set_up(client: TestClient, db: Session, settings: Settings, tmp_path: Path) -> str:
+    """A unit, a handler working on a submitted case, a checkpoint (the auditor keeps a
+    copy in tmp_path/checkpoint.json) and later events; returns the reporter's case code."""
     unit = make_unit(db)
     make_user(db, settings, "hanne", units=(unit.id,))
     answer = client.post("/api/v1/reports", json=report(unit.id, description=DESCRIPTION))
@@ -89,8 +90,10 @@ def _set_up(client: TestClient, db: Session, settings: Settings) -> str:
     handler = login(client, "hanne")
     case_id = open_first_case(client, handler)
     db.rollback()
-    audit.create_checkpoint(db, settings.signing_seed, actor="system", now=TOMORROW)
+    made = audit.create_checkpoint(db, settings.signing_seed, actor="system", now=TOMORROW)
     db.commit()
+    # The auditor's own copy, kept outside the database.
+    (tmp_path / "checkpoint.json").write_text(json.dumps(made.to_json()))
     client.post(f"/api/v1/cases/{case_id}/notes", json={"body": "later"}, headers=handler)
     return code
 
@@ -162,7 +165,7 @@ def _backup(database_url: str, file: Path, *, run: Any = _cli) -> None:
 def test_backup_while_writing_then_restore_verifies_and_opens_the_case(
     client: TestClient, db: Session, settings: Settings, target: str, tmp_path: Path
 ) -> None:
-    code = _set_up(client, db, settings)
+    code = _set_up(client, db, settings, tmp_path)
     # The service's own kind of engine: SQLite write locks taken up front.
     engine = make_engine(settings.database_url)
     file = tmp_path / "varsling.backup"
@@ -187,10 +190,11 @@ def test_backup_while_writing_then_restore_verifies_and_opens_the_case(
         engine.dispose()
     assert written, "the writer ran during the backup"
 
-    restored = _cli(target, "restore", str(file))
+    restored = _cli(target, "restore", str(file), "--checkpoint", str(tmp_path / "checkpoint.json"))
 
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert "OK: the audit trail verifies" in restored.stdout
+    assert "It holds the checkpoint you gave" in restored.stdout
     assert "It holds the last checkpoint stored in the backup" in restored.stdout
     verified = _cli(target, "audit", "verify")
     assert verified.returncode == 0, verified.stderr
@@ -217,7 +221,7 @@ def test_backup_while_writing_then_restore_verifies_and_opens_the_case(
 def test_restore_into_a_database_with_data_is_refused_and_changes_nothing(
     client: TestClient, db: Session, settings: Settings, tmp_path: Path
 ) -> None:
-    _set_up(client, db, settings)
+    _set_up(client, db, settings, tmp_path)
     file = tmp_path / "varsling.backup"
     _backup(settings.database_url, file)
     before = _actions(settings.database_url)
@@ -236,7 +240,7 @@ def test_restore_into_a_database_with_data_is_refused_and_changes_nothing(
 def test_garbage_truncated_and_wrong_kind_files_are_refused(
     client: TestClient, db: Session, settings: Settings, target: str, tmp_path: Path
 ) -> None:
-    _set_up(client, db, settings)
+    _set_up(client, db, settings, tmp_path)
     file = tmp_path / "varsling.backup"
     _backup(settings.database_url, file)
     garbage = tmp_path / "garbage"
@@ -272,30 +276,36 @@ def test_garbage_truncated_and_wrong_kind_files_are_refused(
         assert "not a Varsling one" in refused.stderr
 
 
-def test_a_backup_with_a_changed_audit_row_restores_but_fails_loudly(
-    client: TestClient, db: Session, settings: Settings, target: str, tmp_path: Path
-) -> None:
-    _set_up(client, db, settings)
-    file = tmp_path / "varsling.backup"
-    changed = 3
+def _tampered_backup(settings: Settings, db: Session, file: Path, tamper: Any) -> None:
+    """A backup whose audit tables `tamper(session)` changed, as their writer would."""
     if settings.database_url.startswith("sqlite"):
         _backup(settings.database_url, file)
         # A writer of the backup file itself.
         engine = create_engine(f"sqlite:///{file}")
-        with make_sessionmaker(engine)() as session, unguarded(session):
+        with make_sessionmaker(engine)() as session:
+            tamper(session)
+        engine.dispose()
+    else:
+        # A writer of the database before the dump: the backup holds the change.
+        tamper(db)
+        _backup(settings.database_url, file)
+
+
+def test_a_backup_with_a_changed_audit_row_restores_but_fails_loudly(
+    client: TestClient, db: Session, settings: Settings, target: str, tmp_path: Path
+) -> None:
+    _set_up(client, db, settings, tmp_path)
+    file = tmp_path / "varsling.backup"
+    changed = 3
+
+    def change_a_row(session: Session) -> None:
+        with unguarded(session):
             session.execute(
                 text("UPDATE audit_events SET details = '{\"x\": 1}' WHERE seq = :seq"),
                 {"seq": changed},
             )
-        engine.dispose()
-    else:
-        # A database writer before the dump: the backup holds the changed row.
-        with unguarded(db):
-            db.execute(
-                text("UPDATE audit_events SET details = '{\"x\": 1}' WHERE seq = :seq"),
-                {"seq": changed},
-            )
-        _backup(settings.database_url, file)
+
+    _tampered_backup(settings, db, file, change_a_row)
 
     restored = _cli(target, "restore", str(file))
 
@@ -309,10 +319,31 @@ def test_a_backup_with_a_changed_audit_row_restores_but_fails_loudly(
     assert f"sequence number {changed}" in verified.stderr
 
 
+def test_a_rewritten_trail_is_caught_by_the_auditors_checkpoint(
+    client: TestClient, db: Session, settings: Settings, target: str, tmp_path: Path
+) -> None:
+    _set_up(client, db, settings, tmp_path)
+    file = tmp_path / "varsling.backup"
+
+    def rewrite(session: Session) -> None:
+        rewrite_from_scratch(session)
+        with unguarded(session):
+            session.execute(text("DELETE FROM audit_checkpoints"))
+
+    _tampered_backup(settings, db, file, rewrite)
+
+    restored = _cli(target, "restore", str(file), "--checkpoint", str(tmp_path / "checkpoint.json"))
+
+    assert restored.returncode == 1
+    assert "BROKEN: the restored audit trail does NOT verify" in restored.stderr
+    assert "the staff chain breaks at sequence number" in restored.stderr
+    assert "installation.restored" not in _actions(target)
+
+
 def test_a_restore_with_other_secrets_is_refused_and_leaves_the_database_empty(
     client: TestClient, db: Session, settings: Settings, target: str, tmp_path: Path
 ) -> None:
-    _set_up(client, db, settings)
+    _set_up(client, db, settings, tmp_path)
     file = tmp_path / "varsling.backup"
     _backup(settings.database_url, file)
     other = tmp_path / "other.env"
@@ -349,6 +380,7 @@ def test_an_older_backup_is_migrated_to_head(database: Any, tmp_path: Path, targ
     assert restored.returncode == 0, restored.stderr
     assert "Upgraded the database schema from revision 0009 to 0010" in restored.stdout
     assert "OK: the audit trail verifies" in restored.stdout
+    assert "the backup holds no checkpoint" in restored.stderr
     engine = create_engine(target)
     with engine.connect() as connection:
         revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()

@@ -189,6 +189,10 @@ def test_backup_while_writing_then_restore_verifies_and_opens_the_case(
         writer.join()
         engine.dispose()
     assert written, "the writer ran during the backup"
+    if settings.database_url.startswith("sqlite"):
+        # A page copy of the database (pg_dump's archive is compressed: nothing to see).
+        assert DESCRIPTION.encode() not in file.read_bytes()
+        assert code.encode() not in file.read_bytes()
 
     restored = _cli(target, "restore", str(file), "--checkpoint", str(tmp_path / "checkpoint.json"))
 
@@ -232,9 +236,15 @@ def test_restore_into_a_database_with_data_is_refused_and_changes_nothing(
     assert "is not empty" in refused.stderr
     assert "Nothing was changed" in refused.stderr
     assert _actions(settings.database_url) == before
+    kept = file.read_bytes()
     again = _cli(settings.database_url, "backup", str(file))
     assert again.returncode == 1
     assert "give --force" in again.stderr
+    assert file.read_bytes() == kept
+    forced = _cli(settings.database_url, "backup", str(file), "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert stat.S_IMODE(file.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 def test_garbage_truncated_and_wrong_kind_files_are_refused(

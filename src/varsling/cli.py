@@ -252,6 +252,9 @@ def _owner_url(settings: Settings) -> str:
 
 def _verify_restored(settings: Settings, given: audit.Checkpoint | None) -> None:
     public = _own_key(settings)
+    if given is not None and public is None:
+        typer.echo("Error: checking the checkpoint needs the signing key; none is set.", err=True)
+        raise typer.Exit(2)
     with _transaction(settings) as session:
         result = audit.verify(session, public_key=public)
         if result.ok and given is not None and public is not None:

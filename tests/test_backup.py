@@ -12,12 +12,14 @@ import json
 import os
 import sqlite3
 import stat
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
@@ -38,6 +40,7 @@ from tests.factories import (
 from tests.tamper import rewrite_from_scratch, unguarded
 from tests.test_cli import _varsling
 from varsling import audit, cli
+from varsling import backup as backups
 from varsling.app import create_app
 from varsling.backup import write_backup
 from varsling.config import SECRET_SETTINGS, Settings
@@ -398,3 +401,26 @@ def test_an_older_backup_is_migrated_to_head(database: Any, tmp_path: Path, targ
     engine.dispose()
     assert revision == "0010"
     assert events
+
+
+def test_the_password_reaches_pg_dump_in_its_environment_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    password = "p@ss:w/rd#1 secret"
+    url = f"postgresql+psycopg://owner:{quote(password, safe='')}@db.example:5433/varsling?sslmode=require"
+    seen: dict[str, Any] = {}
+
+    def run(args: list[str], **options: Any) -> subprocess.CompletedProcess[str]:
+        seen["args"], seen["env"] = args, options["env"]
+        Path(args[-2].removeprefix("--file=")).write_bytes(b"PGDMP dump")
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(backups.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    monkeypatch.setattr(backups.subprocess, "run", run)
+
+    backups.write_backup(url, tmp_path / "varsling.dump")
+
+    assert not any(password in arg or quote(password, safe="") in arg for arg in seen["args"])
+    assert seen["args"][-1] == "postgresql://owner@db.example:5433/varsling?sslmode=require"
+    assert seen["env"]["PGPASSWORD"] == password
+    assert (tmp_path / "varsling.dump").read_bytes() == b"PGDMP dump"

@@ -7,6 +7,7 @@ The secrets file is the other half of a backup and is never part of it.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
@@ -121,14 +122,43 @@ def write_backup(database_url: str, path: Path, *, force: bool = False) -> Writt
         if force:
             partial.replace(path)
         else:
-            try:
-                # link() fails on an existing name: no backup overwritten by a race.
-                os.link(partial, path)
-            except FileExistsError as exc:
-                raise BackupExists(
-                    f"{path} appeared while the backup was written; nothing was replaced."
-                ) from exc
+            _link_new(partial, path)
+        _sync_folder(path.parent)
     return Written(kind, path, path.stat().st_size)
+
+
+def _link_new(partial: Path, path: Path) -> None:
+    """Give the finished file its name, never replacing a file of that name."""
+    try:
+        # link() fails on an existing name: no backup overwritten by a race.
+        os.link(partial, path)
+    except FileExistsError as exc:
+        raise BackupExists(
+            f"{path} appeared while the backup was written; nothing was replaced."
+        ) from exc
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        # A file system without hard links: check, then rename.
+        if path.exists():
+            raise BackupExists(
+                f"{path} appeared while the backup was written; nothing was replaced."
+            ) from exc
+        partial.replace(path)
+
+
+def _sync_folder(folder: Path) -> None:
+    """The new name survives a crash, not only the file's content."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot sync a folder; the file itself is synced
+    finally:
+        os.close(fd)
 
 
 @contextmanager
@@ -179,7 +209,15 @@ def libpq(database_url: str) -> tuple[str, dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"}
     if url.password is not None:
         env["PGPASSWORD"] = str(url.password)
-    plain = url.set(drivername="postgresql", password=None)
+    # URL.set(password=None) would keep the password: build the URL afresh.
+    plain = URL.create(
+        "postgresql",
+        username=url.username,
+        host=url.host,
+        port=url.port,
+        database=url.database,
+        query=url.query,
+    )
     return plain.render_as_string(hide_password=False), env
 
 

@@ -407,7 +407,8 @@ def test_the_password_reaches_pg_dump_in_its_environment_only(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     password = "p@ss:w/rd#1 secret"
-    url = f"postgresql+psycopg://owner:{quote(password, safe='')}@db.example:5433/varsling?sslmode=require"
+    where = "db.example:5433/varsling?sslmode=require"
+    url = f"postgresql+psycopg://owner:{quote(password, safe='')}@{where}"
     seen: dict[str, Any] = {}
 
     def run(args: list[str], **options: Any) -> subprocess.CompletedProcess[str]:

@@ -282,8 +282,7 @@ def _restore_sqlite(target: Path, backup: Path, check: Callable[[Session], None]
         if verdict != "ok":
             raise NotABackup(
                 f"{backup} is a damaged or cut-short SQLite database (integrity check: "
-                f"{verdict}). "
-                "Nothing was changed."
+                f"{verdict}). Nothing was changed."
             )
         _require_varsling_tables(backup, tables)
         engine = create_engine(f"sqlite:///{staging}")

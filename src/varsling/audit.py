@@ -437,6 +437,14 @@ def _against_checkpoint(
     return Verification(True, events, None, None, "intact and holds the checkpoint", chains)
 
 
+def latest_checkpoint(session: Session) -> Checkpoint | None:
+    """The checkpoint stored last, if any."""
+    stored = session.scalars(
+        select(AuditCheckpoint).order_by(AuditCheckpoint.id.desc()).limit(1)
+    ).first()
+    return stored.as_checkpoint() if stored is not None else None
+
+
 def reporter_events_before(session: Session, day: dt.date) -> int:
     """How many reporter events are dated before `day`: what may be told about the
     reporter chain without placing today's events against the time of asking."""

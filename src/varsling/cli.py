@@ -6,7 +6,7 @@ import errno
 import json
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,6 +15,7 @@ import typer
 from sqlalchemy.orm import Session
 
 from varsling import audit, crypto, secrets_binding
+from varsling import backup as backups
 from varsling.accounts import service as accounts
 from varsling.accounts.setup_check import SetupWarnings, setup_warnings
 from varsling.config import SECRET_SETTINGS, ConfigError, Settings
@@ -96,6 +97,12 @@ def migrate() -> None:
     as that owner, and the service's own role gets only the rights it needs.
     """
     granted: list[str] = []
+    installation = _installation(migrate=_migrator(granted), revision=schema_revision)
+    _report_migration(installation, granted)
+
+
+def _migrator(granted: list[str]) -> Callable[[Settings], None]:
+    """Migrate as the owner; the roles granted their rights are added to `granted`."""
 
     def migrate_as_owner(settings: Settings) -> None:
         owner = settings.migration_database_url
@@ -108,7 +115,10 @@ def migrate() -> None:
         if role is not None:
             granted.append(role)
 
-    installation = _installation(migrate=migrate_as_owner, revision=schema_revision)
+    return migrate_as_owner
+
+
+def _report_migration(installation: secrets_binding.Installation, granted: list[str]) -> None:
     before, after = installation.revision_before, installation.revision_after
     if before is None:
         typer.echo(f"Created the database schema (revision {after}).")
@@ -150,6 +160,141 @@ def secrets(
         f"Wrote new installation secrets to {installation.secrets_file} (mode 0600). "
         "Back this file up, apart from the database."
     )
+
+
+@app.command("backup")
+def backup_command(
+    file: Annotated[Path, typer.Argument(help="The backup file to write (mode 0600).")],
+    force: Annotated[bool, typer.Option("--force", help="Replace FILE if it exists.")] = False,
+) -> None:
+    """Write a consistent snapshot of the database while the service runs.
+
+    SQLite: its backup API; PostgreSQL: pg_dump (custom format). The secrets
+    file is the other half of a backup and is not in it: back it up separately.
+    """
+    installation = _installation()
+    settings = installation.settings
+    try:
+        kind = backups.database_kind(settings.database_url)
+        backups.check_target(file, force=force)
+    except VarslingError as exc:
+        typer.echo(f"Error: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    # Recorded first, so the snapshot itself holds the event of its taking.
+    with _transaction(settings) as session:
+        audit.record(
+            session, actor=audit.SYSTEM, action=backups.BACKUP_ACTION, details={"database": kind}
+        )
+    try:
+        written = backups.write_backup(_owner_url(settings), file, force=force)
+    except VarslingError as exc:
+        typer.echo(f"Error: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(
+        f"Wrote a {backups.kind_name(kind)} backup of the database to {written.path} "
+        f"({written.size} bytes, mode 0600). It ends with its own audit event "
+        f"({backups.BACKUP_ACTION})."
+    )
+    typer.echo(
+        f"The secrets file ({installation.secrets_file}, or the VARSLING_ secrets in the "
+        "environment) is NOT in it. It is the other half: back it up separately, and keep "
+        "the two apart. A restore needs both."
+    )
+
+
+@app.command("restore")
+def restore_command(
+    file: Annotated[Path, typer.Argument(help="A file `varsling backup` wrote.")],
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="A checkpoint (JSON) kept apart, which the restored trail must hold."),
+    ] = None,
+) -> None:
+    """Restore a backup into an EMPTY database, migrate it, and verify its audit trail.
+
+    The secrets (file or environment) must be the ones the backup was made
+    with. Exits 1 when the restored audit trail does not verify.
+    """
+    try:
+        settings, secrets_file = secrets_binding.open_for_restore()
+    except ValueError as exc:
+        typer.echo(f"Invalid settings: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except ConfigError as exc:
+        typer.echo(f"Refusing to start: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    given = _read_checkpoint(checkpoint) if checkpoint is not None else None
+    check = secrets_binding.check_restored(settings, secrets_file)
+    try:
+        kind = backups.restore_backup(_owner_url(settings), file, check=check)
+    except ConfigError as exc:
+        typer.echo(
+            f"Refusing to restore: {exc} The database was left empty: the backup and the "
+            "secrets it was made with are restored together.",
+            err=True,
+        )
+        raise typer.Exit(2) from exc
+    except VarslingError as exc:
+        typer.echo(f"Error: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"Restored the {backups.kind_name(kind)} database from {file}.")
+    granted: list[str] = []
+    installation = _installation(migrate=_migrator(granted), revision=schema_revision)
+    _report_migration(installation, granted)
+    _verify_restored(installation.settings, given)
+
+
+def _owner_url(settings: Settings) -> str:
+    """Backups and restores run as the schema's owner where one is configured."""
+    owner = settings.migration_database_url
+    return owner.get_secret_value() if owner is not None else settings.database_url
+
+
+def _verify_restored(settings: Settings, given: audit.Checkpoint | None) -> None:
+    public = _own_key(settings)
+    if given is not None and public is None:
+        typer.echo("Error: checking the checkpoint needs the signing key; none is set.", err=True)
+        raise typer.Exit(2)
+    with _transaction(settings) as session:
+        result = audit.verify(session, public_key=public)
+        if result.ok and given is not None and public is not None:
+            result = audit.verify_checkpoint(session, given, public)
+        last = audit.latest_checkpoint(session)
+        if result.ok:
+            audit.record(
+                session,
+                actor=audit.SYSTEM,
+                action=backups.RESTORED_ACTION,
+                details={"events": result.events},
+            )
+    if not result.ok:
+        where = (
+            f"the {result.chain} chain breaks at sequence number {result.first_bad}"
+            if result.first_bad is not None
+            else "a checkpoint does not check out"
+        )
+        typer.echo(
+            f"BROKEN: the restored audit trail does NOT verify: {where}: {result.reason} "
+            f"({result.events} events read). The backup was changed after it was made, or "
+            "is not the one you think. Do not serve this database before you know why.",
+            err=True,
+        )
+        raise typer.Exit(1)
+    counts = ", ".join(f"{c.chain} {c.events}" for c in result.chains)
+    typer.echo(f"OK: the audit trail verifies: {result.events} events ({counts}), chains intact.")
+    if given is not None:
+        typer.echo(f"It holds the checkpoint you gave, signed at {given.signed_at}.")
+    if last is not None and public is not None:
+        typer.echo(
+            f"It holds the last checkpoint stored in the backup, signed at {last.signed_at} "
+            f"(staff event {last.seq}, reporter event {last.reporter_seq})."
+        )
+    elif given is None:
+        typer.echo(
+            "Note: the backup holds no checkpoint, so nothing signed vouches for the trail. "
+            "Check it against the auditor's copy: varsling audit verify --checkpoint FILE.",
+            err=True,
+        )
 
 
 @app.command()

@@ -384,3 +384,31 @@ def _write_fresh(path: Path) -> None:
         for name in SECRET_SETTINGS:
             handle.write(f"VARSLING_{name.upper()}={secrets.token_urlsafe(48)}\n")
     temporary.replace(path)
+
+
+def open_for_restore() -> tuple[Settings, Path]:
+    """Settings for `varsling restore`: nothing is generated (the secrets must be the
+    backup's own), and a database that already holds a schema is checked as usual."""
+    path = secrets_file_path()
+    check_location(path)
+    settings = load_settings()
+    engine = make_engine(settings.database_url)
+    try:
+        state = _read(engine)
+        if state.migrated:
+            check_secrets(settings, state, path)
+    finally:
+        engine.dispose()
+    return settings, path
+
+
+def check_restored(settings: Settings, path: Path) -> Callable[[Session], None]:
+    """The check a restored database must pass before it is kept: its recorded secrets
+    are the ones given (ConfigError otherwise, as at every start)."""
+
+    def check(session: Session) -> None:
+        state = read_state(session)
+        secrets_to_generate(settings, state, path)  # raises for a secret that must be restored
+        check_secrets(settings, state, path)
+
+    return check

@@ -23,6 +23,7 @@ from varsling.config import ConfigError, Settings
 from varsling.crypto import CryptoError
 from varsling.db import in_transaction, make_engine, make_sessionmaker
 from varsling.errors import PayloadTooLarge, RefusalEvent, VarslingError, error_body
+from varsling.openapi import install_openapi
 from varsling.reports import routes as report_routes
 
 log = logging.getLogger("varsling")
@@ -347,6 +348,7 @@ def create_app(settings: Settings) -> FastAPI:
         raise
 
     install_error_handlers(app)
+    install_openapi(app)
     for router in (
         report_routes.router,
         account_routes.router,

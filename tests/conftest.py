@@ -35,6 +35,7 @@ TEST_SECRETS = {
 }
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 64, "argon2_parallelism": 1}
 PASSWORD = "correct horse battery staple"
+FLOOD_LIMITS_OFF = {"submissions_per_minute": 100_000, "uploads_per_minute": 100_000}
 
 
 def _postgres_url() -> str:
@@ -220,6 +221,9 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         # admins in the suite need; tests/accounts/test_two_factor.py and the staff page
         # tests run with the shipped default (custodians and admins need it).
         "two_factor_roles": (),
+        # The suite sends reports faster than any installation's reporters do;
+        # tests/test_flood_limits.py checks the limits themselves.
+        **FLOOD_LIMITS_OFF,
         **overrides,
     }
     return Settings(**values)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import re
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.orm import Session
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -20,6 +23,7 @@ from varsling.config import ConfigError, Settings
 from varsling.crypto import CryptoError
 from varsling.db import in_transaction, make_engine, make_sessionmaker
 from varsling.errors import PayloadTooLarge, RefusalEvent, VarslingError, error_body
+from varsling.openapi import install_openapi
 from varsling.reports import routes as report_routes
 
 log = logging.getLogger("varsling")
@@ -106,11 +110,90 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
 
 
 async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-    response = JSONResponse(
-        error_body("payload_too_large", f"The request body is larger than {limit} bytes."),
-        status_code=413,
-    )
+    request = Request(scope, receive)
+    response = too_large_answer(request, f"The request body is larger than {limit} bytes.")
     await response(scope, receive, send)
+
+
+_PAGE_LANGUAGE = re.compile(r"^/(nb|nn|en)(/|$)")
+
+
+def too_large_answer(request: Request, message: str) -> Response:
+    """413: a page in the reporter's language on the reporter pages, JSON elsewhere."""
+    from varsling.web.i18n import is_language
+    from varsling.web.pages import too_large_page
+
+    match = _PAGE_LANGUAGE.match(request.url.path)
+    if match is not None and is_language(language := match.group(1)):
+        return too_large_page(request, language)
+    return JSONResponse(error_body("payload_too_large", message), status_code=413)
+
+
+# How much of a request body the service still reads, and for how long, after
+# deciding to answer without it (a refusal), so that the client reads the answer
+# instead of a reset connection. Past either bound the connection is closed.
+DRAIN_BYTES = 64 * 1024 * 1024
+DRAIN_SECONDS = 30.0
+
+
+class DrainUnreadBody:
+    """A client still sending must get the answer, not a reset connection.
+
+    An answer given before the body was read (a 413, a 401, a 429) leaves the
+    rest of the body on the wire; uvicorn would stop reading and keep the
+    connection open, and closing a socket with unread data resets it, so the
+    client, still writing, never sees the answer. Before such an answer starts,
+    the rest of the body is read and thrown away (up to DRAIN_BYTES, for up to
+    DRAIN_SECONDS), and the answer carries `Connection: close`, so the
+    connection ends with an orderly close once the client has everything.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length", b"0")
+        has_body = b"chunked" in headers.get(b"transfer-encoding", b"").lower() or (
+            declared.strip() not in (b"", b"0")
+        )
+        waits_for_continue = headers.get(b"expect", b"").lower() == b"100-continue"
+        finished = not has_body
+        received_any = False
+
+        async def tracking_receive() -> Message:
+            nonlocal finished, received_any
+            message = await receive()
+            received_any = True
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                finished = True
+            return message
+
+        async def draining_send(message: Message) -> None:
+            nonlocal finished
+            if message["type"] == "http.response.start" and not finished:
+                MutableHeaders(scope=message)["connection"] = "close"
+                # A client waiting for "100 Continue" has sent nothing, and will not.
+                if received_any or not waits_for_continue:
+                    finished = await _drain(receive)
+            await send(message)
+
+        await self.app(scope, tracking_receive, draining_send)
+
+
+async def _drain(receive: Receive) -> bool:
+    """Read the rest of the body and drop it; whether it ended within the bounds."""
+    drained = 0
+    with anyio.move_on_after(DRAIN_SECONDS):
+        while drained <= DRAIN_BYTES:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                return True
+            drained += len(message.get("body", b""))
+    return False
 
 
 class ErrorGuard:
@@ -200,6 +283,8 @@ def install_error_handlers(app: FastAPI) -> None:
         if staff_pages.is_staff_path(request.url.path):
             # The staff pages answer a refusal as the API does, as a page.
             return staff_pages.error_page(request, exc)
+        if isinstance(exc, PayloadTooLarge):
+            return too_large_answer(request, exc.message)
         return JSONResponse(
             {**error_body(exc.code, exc.message), **exc.body_extra},
             status_code=exc.status_code,
@@ -263,6 +348,7 @@ def create_app(settings: Settings) -> FastAPI:
         raise
 
     install_error_handlers(app)
+    install_openapi(app)
     for router in (
         report_routes.router,
         account_routes.router,
@@ -283,4 +369,6 @@ def create_app(settings: Settings) -> FastAPI:
         + settings.max_files_per_report * settings.max_file_bytes,
     )
     install_web(app, settings)
+    # Added last, so it is the outermost: every early answer drains what is left.
+    app.add_middleware(DrainUnreadBody)
     return app

@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     code_failures_per_minute: int = Field(default=30, ge=1)
     code_failure_delay_seconds: float = Field(default=2.0, ge=0)
 
+    # Anonymous reports (API and form) and reporters' file uploads a minute, across
+    # the whole installation and every replica (never per address): a flood is
+    # refused with 429 past these, so it can delay real reports but not bury them.
+    submissions_per_minute: int = Field(default=30, ge=1)
+    uploads_per_minute: int = Field(default=60, ge=1)
+
     max_file_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     max_files_per_report: int = Field(default=10, ge=0)
     # Reprisal protection and retention (docs/design.md).

@@ -99,3 +99,29 @@ class TooManyAttempts(VarslingError):
     @property
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class SubmissionsBusy(VarslingError):
+    """Too many anonymous reports this minute, installation-wide; try again later."""
+
+    status_code = 429
+    code = "submissions_busy"
+    what = "reports"
+
+    def __init__(self, retry_after: int) -> None:
+        self.retry_after = max(1, retry_after)
+        super().__init__(
+            f"The service is receiving unusually many {self.what} right now, so nothing was "
+            f"stored. Send it again in {self.retry_after} seconds."
+        )
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class UploadsBusy(SubmissionsBusy):
+    """Too many anonymous file uploads this minute, installation-wide."""
+
+    code = "uploads_busy"
+    what = "files"

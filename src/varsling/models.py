@@ -27,7 +27,7 @@ from varsling.cases.models import (
 )
 from varsling.db import Base
 from varsling.reports.models import SpentSubmission
-from varsling.throttle import LoginBackoff, LoginThrottle
+from varsling.throttle import FloodCounter, LoginBackoff, LoginThrottle
 
 __all__ = [
     "Attachment",
@@ -42,6 +42,7 @@ __all__ = [
     "CaseExclusion",
     "CaseKey",
     "CheckIn",
+    "FloodCounter",
     "IdentityRequest",
     "IdentityRequestKey",
     "InstallationSetting",

@@ -1,4 +1,4 @@
-"""Limits on password and case-code guessing.
+"""Limits on password and case-code guessing, and on floods of anonymous reports.
 
 Failures are counted for everyone at once, never per IP address: onion
 service users all share one, and we record no addresses at all. Once
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from varsling.config import Settings
 from varsling.db import Base, in_transaction
-from varsling.errors import TooManyAttempts
+from varsling.errors import SubmissionsBusy, TooManyAttempts, UploadsBusy
 
 WINDOW = dt.timedelta(minutes=1)
 # An attempt waits for at most this many slots; one that would wait longer is refused.
@@ -62,6 +62,16 @@ class LoginBackoff(Base):
     failures: Mapped[int] = mapped_column(Integer)
     last_failure: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
     blocked_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class FloodCounter(Base):
+    """Anonymous submissions or uploads of the current minute, installation-wide."""
+
+    __tablename__ = "flood_counters"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    window_start: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    count: Mapped[int] = mapped_column(Integer)
 
 
 def _utc(moment: dt.datetime) -> dt.datetime:
@@ -187,3 +197,47 @@ def note_account_failure(session: Session, account: bytes, now: dt.datetime | No
 def clear_account(session: Session, account: bytes) -> None:
     """A successful login forgets the account's failures."""
     session.execute(delete(LoginBackoff).where(LoginBackoff.account == account))
+
+
+# --------------------------------------------------------------------------
+# Flood limits: anonymous submissions and uploads, installation-wide
+
+
+class Flood(enum.StrEnum):
+    SUBMISSION = "submission"
+    UPLOAD = "upload"
+
+
+def claim_flood_slot(
+    session: Session, settings: Settings, flood: Flood, now: dt.datetime | None = None
+) -> None:
+    """Count one anonymous report (or upload) in the caller's transaction.
+
+    At most the setting's number a minute, for the whole installation (never
+    per address: none is recorded). Over it, raises SubmissionsBusy or
+    UploadsBusy with the seconds until the minute ends; the caller's
+    transaction then rolls back, storing nothing. The row stays locked until
+    that transaction ends, so replicas on one database share the count.
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    limit = (
+        settings.submissions_per_minute
+        if flood is Flood.SUBMISSION
+        else settings.uploads_per_minute
+    )
+    values = {"name": flood.value, "window_start": now, "count": 0}
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    session.execute(dialect.insert(FloodCounter).values(**values).on_conflict_do_nothing())
+    row = session.execute(
+        select(FloodCounter)
+        .where(FloodCounter.name == flood.value)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one()
+    if now - _utc(row.window_start) >= WINDOW:
+        row.window_start, row.count = now, 0
+    if row.count >= limit:
+        wait = _seconds(_utc(row.window_start) + WINDOW - now)
+        raise SubmissionsBusy(wait) if flood is Flood.SUBMISSION else UploadsBusy(wait)
+    row.count += 1
+    session.flush()

@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
-from varsling import audit
+from varsling import audit, throttle
 from varsling.authz import AppSettings, Reporter, Token
 from varsling.cases import attachments
 from varsling.cases.routes import download_response
@@ -35,6 +35,7 @@ from varsling.reports.schemas import (
 )
 from varsling.reports.service import ReporterPrincipal
 from varsling.reports.uploads import read_multipart
+from varsling.throttle import Flood
 
 router = APIRouter(prefix="/api/v1", tags=["reporter"])
 
@@ -60,9 +61,20 @@ def list_units(request: Request, session: DbSession) -> list[UnitOut]:
     ]
 
 
-@router.post("/reports", status_code=201, response_model=CaseCodeOut)
+BUSY_ERRORS: dict[int | str, dict[str, object]] = {
+    429: {
+        "description": "submissions_busy / uploads_busy: the installation-wide limit a "
+        "minute is reached; nothing was stored, send again after Retry-After seconds"
+    }
+}
+
+
+@router.post("/reports", status_code=201, response_model=CaseCodeOut, responses=BUSY_ERRORS)
 def submit_report(body: ReportIn, request: Request, session: DbSession) -> CaseCodeOut:
     """Store a report; answer its case code and a signed receipt (see the fields)."""
+    # First, so a flood is refused before any costly work; in the storing
+    # transaction, so a report that is not stored does not count.
+    throttle.claim_flood_slot(session, _settings(request), Flood.SUBMISSION)
     submission = service.submit_report(
         session,
         _settings(request),
@@ -227,7 +239,7 @@ def linked_case_download(
     return _download(session, request, linked, file_id)
 
 
-@router.post("/reporter/case/files", status_code=201)
+@router.post("/reporter/case/files", status_code=201, responses=BUSY_ERRORS)
 async def reporter_files(token: Token, request: Request) -> dict[str, object]:
     """Files for the reporter's case, as multipart/form-data (field name "files").
 
@@ -237,6 +249,10 @@ async def reporter_files(token: Token, request: Request) -> dict[str, object]:
     settings = _settings(request)
     maker = request.app.state.sessionmaker
     principal = await run_in_threadpool(in_transaction, maker, service.reporter_principal, token)
+    # Before the body is read: a flood of uploads is refused cheaply.
+    await run_in_threadpool(
+        in_transaction, maker, throttle.claim_flood_slot, settings, Flood.UPLOAD
+    )
     form = await read_multipart(
         request,
         case_id=principal.case_id,

@@ -22,16 +22,24 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session, sessionmaker
 
-from varsling import audit, crypto
+from varsling import audit, crypto, throttle
 from varsling.accounts.service import utcnow
 from varsling.cases import attachments
 from varsling.cases.routes import download_response
 from varsling.config import Settings
 from varsling.db import DbSession, in_transaction
-from varsling.errors import Conflict, NotFound, TooManyAttempts, Unauthenticated, VarslingError
+from varsling.errors import (
+    Conflict,
+    NotFound,
+    TooManyAttempts,
+    Unauthenticated,
+    UploadsBusy,
+    VarslingError,
+)
 from varsling.reports import reprisal, service
 from varsling.reports.service import ReporterPrincipal
 from varsling.reports.uploads import FileProblem, ParsedForm, read_multipart
+from varsling.throttle import Flood
 from varsling.web.i18n import N_, Language
 from varsling.web.pages import (
     PageLanguage,
@@ -546,6 +554,9 @@ def _store_message(
         )
         return
     principal = _target(session, login, reference)
+    if form.files:
+        # Counted with every other reporter's uploads, installation-wide.
+        throttle.claim_flood_slot(session, settings, Flood.UPLOAD)
     if body:
         service.add_reporter_message(session, principal, body=body, files=form.files)
     else:
@@ -650,6 +661,26 @@ async def _receive_message(
             prepared,
             form,
         )
+    except UploadsBusy as busy:
+        busy_error = FieldError(
+            FILES_INPUT,
+            _translate(
+                request,
+                language,
+                N_(
+                    "Unusually many files are being sent right now, so nothing was sent. "
+                    "What you wrote is kept below. Wait %(seconds)s seconds, then choose "
+                    "the files again and send."
+                ),
+            )
+            % {"seconds": busy.retry_after},
+        )
+        draft = MessageDraft(body=body, errors=[busy_error], files_lost=files_lost)
+        page = await _show_draft(
+            request, language, login, draft, retaliation, busy.status_code, reference
+        )
+        page.headers["Retry-After"] = str(busy.retry_after)
+        return page
     except NotFound:
         return _render_case_gone(request, language)
     except Unauthenticated:

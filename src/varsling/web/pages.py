@@ -129,3 +129,18 @@ def render_page(
     response = HTMLResponse(body, status_code=status_code)
     form_token.finish(response)
     return response
+
+
+def too_large_page(request: Request, language: Language) -> HTMLResponse:
+    """The 413 page: what was sent was larger than any form takes; nothing was kept."""
+    settings = request.app.state.settings
+    return render_page(
+        request,
+        language,
+        "too_large.html",
+        {
+            "max_files": settings.max_files_per_report,
+            "max_file_size": format_size(settings.max_file_bytes, language),
+        },
+        status_code=413,
+    )

@@ -29,12 +29,13 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from varsling import throttle
 from varsling.accounts.models import UnitKind
 from varsling.accounts.service import utcnow
 from varsling.cases.models import Category
 from varsling.config import Settings
 from varsling.db import DbSession, in_transaction
-from varsling.errors import InvalidInput
+from varsling.errors import InvalidInput, SubmissionsBusy
 from varsling.reports import routing, service
 from varsling.reports.routing import (
     ReportChoices,
@@ -52,6 +53,7 @@ from varsling.reports.schemas import (
 )
 from varsling.reports.service import AlreadySent, PreparedCase, Submission
 from varsling.reports.uploads import FileProblem, ParsedForm, read_multipart
+from varsling.throttle import Flood
 from varsling.web.i18n import N_, Language
 from varsling.web.pages import (
     LanguageLink,
@@ -655,6 +657,7 @@ async def _check_and_store(
 
     submission: Submission | None = None
     status_code = 400 if csrf_status != "ok" else 422
+    retry_after: int | None = None
     if valid is not None and not errors and csrf_status == "ok":
         try:
             submission = await run_in_threadpool(
@@ -671,6 +674,10 @@ async def _check_and_store(
             )
         except AlreadySent as sent:
             return _already_sent(request, language, sent)
+        except SubmissionsBusy as busy:
+            errors.add("excluded", _busy_message(messages, busy))
+            status_code = busy.status_code
+            retry_after = busy.retry_after
         except InvalidInput as refused:
             # Handlers changed since the check above: the same answers.
             errors.add("excluded", problem_messages[routing.send_problem(refused)])
@@ -700,7 +707,7 @@ async def _check_and_store(
                 names=", ".join(chosen),
             ),
         )
-    return _render_form(
+    page = _render_form(
         request,
         language,
         choices,
@@ -708,6 +715,20 @@ async def _check_and_store(
         errors=errors,
         csrf_status=csrf_status,
         status_code=status_code,
+    )
+    if retry_after is not None:
+        page.headers["Retry-After"] = str(retry_after)
+    return page
+
+
+def _busy_message(messages: _Messages, busy: SubmissionsBusy) -> str:
+    return messages(
+        N_(
+            "Unusually many reports are being sent right now, so yours was not sent yet and "
+            "nothing was stored. What you wrote is kept below. Wait %(seconds)s seconds, "
+            "then send it again."
+        ),
+        seconds=busy.retry_after,
     )
 
 
@@ -749,7 +770,9 @@ def _submit(
     browser: str | None,
 ) -> Submission:
     now = utcnow()
-    # First: a second click gets the first click's receipt, whatever changed since.
+    # A flood is refused before anything else; this transaction then stores nothing.
+    throttle.claim_flood_slot(session, settings, Flood.SUBMISSION)
+    # Then: a second click gets the first click's receipt, whatever changed since.
     service.spend_submission(session, settings, submission_id, browser=browser, now=now)
     # The routing is checked again in the transaction that stores it, held to who the
     # form named: people may have changed.

@@ -26,6 +26,7 @@ from varsling.cases.models import (
     ReporterLink,
 )
 from varsling.db import Base
+from varsling.notifications.models import Notice
 from varsling.reports.models import SpentSubmission
 from varsling.throttle import LoginBackoff, LoginThrottle
 
@@ -49,6 +50,7 @@ __all__ = [
     "LoginSession",
     "LoginThrottle",
     "Membership",
+    "Notice",
     "OverdueFlag",
     "ReporterAccess",
     "ReporterAuditEvent",

@@ -251,3 +251,27 @@ def test_a_second_serve_on_a_port_in_use_says_so_and_never_says_serving(
     assert server.returncode == 1
     assert f"port {port} is in use" in err
     assert "Serving" not in out
+
+
+def test_an_email_address_is_given_at_creation_changed_and_cleared(database_url: str) -> None:
+    assert _varsling(database_url, "migrate").returncode == 0
+    unit_id = _varsling(database_url, "unit", "add", "Sentralt").stdout.strip()
+    added = _varsling(
+        database_url,
+        *("user", "add", "hanne", "--role", "handler", "--unit", unit_id),
+        *("--display-name", "Hanne H", "--email", "hanne@example.org"),
+        password=PASSWORD,
+    )
+    assert added.returncode == 0, added.stderr
+    user_id = added.stdout.strip()
+
+    refused = _varsling(database_url, "user", "set-email", user_id, "hanne@example.org,x@y.org")
+    assert refused.returncode != 0
+    assert "An email address looks like" in refused.stdout + refused.stderr
+    both = _varsling(database_url, "user", "set-email", user_id, "a@example.org", "--clear")
+    assert both.returncode == 2
+    changed = _varsling(database_url, "user", "set-email", user_id, "hanne@staff.example.org")
+    assert changed.returncode == 0, changed.stderr
+    assert changed.stdout.strip() == f"{user_id}\thanne\thanne@staff.example.org"
+    cleared = _varsling(database_url, "user", "set-email", user_id, "--clear")
+    assert cleared.stdout.strip() == f"{user_id}\thanne\t(no email)"

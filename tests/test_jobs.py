@@ -136,7 +136,7 @@ def test_overdue_deadlines_are_flagged_once(
 
     for expected in (3, 0):
         with maker.begin() as session:
-            assert jobs.flag_overdue(session, today) == expected
+            assert jobs.flag_overdue(session, settings, today) == expected
 
     flags = {(f.case_id, f.deadline) for f in db.execute(select(OverdueFlag)).scalars()}
     assert flags == {
@@ -194,14 +194,29 @@ def test_a_second_run_changes_nothing(
     second = jobs.run(maker, settings, now=now)
 
     # Check-ins: the concluded case (round 1) and the closed one (round 3), before deletion.
-    assert first == {"checkins": 2, "overdue": 2, "retention": 1, "sessions": 1}
+    assert first == {
+        "checkins": 2,
+        "overdue": 2,
+        "retention": 1,
+        "sessions": 1,
+        "notifications": 0,
+    }
     assert lines == [
         "Check-ins: sent 2.",
         "Overdue: flagged 2 passed deadlines.",
         "Retention: deleted 1 closed cases.",
         "Sessions: removed 1 expired.",
+        # Off (no VARSLING_SMTP_HOST): tests/test_notifications.py has them on.
+        "Notifications: sent 0 mails (0 notices); 0 skipped (no email), 0 kept for retry, "
+        "0 given up.",
     ]
-    assert second == {"checkins": 0, "overdue": 0, "retention": 0, "sessions": 0}
+    assert second == {
+        "checkins": 0,
+        "overdue": 0,
+        "retention": 0,
+        "sessions": 0,
+        "notifications": 0,
+    }
     assert {m.__tablename__: _count(db, m) for m in (Case, CheckIn, OverdueFlag)} == {
         k: v for k, v in tables.items() if k != LoginSession.__tablename__
     }
@@ -276,7 +291,13 @@ def test_two_runs_at_once_send_each_checkin_and_delete_each_case_once(
 
     for run, (stdout, stderr) in zip(runs, outputs, strict=True):
         assert run.returncode == 0, stderr
-        assert list(_counts(stdout)) == ["Check-ins", "Overdue", "Retention", "Sessions"]
+        assert list(_counts(stdout)) == [
+            "Check-ins",
+            "Overdue",
+            "Retention",
+            "Sessions",
+            "Notifications",
+        ]
     totals = [_counts(stdout) for stdout, _ in outputs]
     assert sum(t["Check-ins"] for t in totals) == 300
     assert sum(t["Retention"] for t in totals) == 100
@@ -293,7 +314,13 @@ def test_two_runs_at_once_send_each_checkin_and_delete_each_case_once(
     again = _start_jobs(database_url)
     stdout, stderr = again.communicate(timeout=300)
     assert again.returncode == 0, stderr
-    assert _counts(stdout) == {"Check-ins": 0, "Overdue": 0, "Retention": 0, "Sessions": 0}
+    assert _counts(stdout) == {
+        "Check-ins": 0,
+        "Overdue": 0,
+        "Retention": 0,
+        "Sessions": 0,
+        "Notifications": 0,
+    }
 
 
 def test_a_case_being_deleted_gets_no_checkin_or_flag_and_blocks_nothing(
@@ -322,9 +349,9 @@ def test_a_case_being_deleted_gets_no_checkin_or_flag_and_blocks_nothing(
         with maker.begin() as session:
             session.execute(text("SET LOCAL lock_timeout = '3s'"))
             assert jobs.send_due_checkins(session, settings, today) == 0
-            assert jobs.flag_overdue(session, today) == 0
+            assert jobs.flag_overdue(session, settings, today) == 0
         deleter.rollback()
 
     with maker.begin() as session:
         assert jobs.send_due_checkins(session, settings, today) == 1
-        assert jobs.flag_overdue(session, today) == 2
+        assert jobs.flag_overdue(session, settings, today) == 2

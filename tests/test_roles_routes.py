@@ -1558,6 +1558,15 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "POST",
+        f"{ADMIN_PAGES}/accounts/{{user_id}}/email",
+        # Not an address: refused, nothing changes.
+        lambda c: staff_form(
+            c, f"/en/staff/admin/accounts/{c.world.user_ids[HANDLER]}/email", {"email": "x y"}
+        ),
+        admin_page(422),
+    ),
+    Route(
+        "POST",
         f"{ADMIN_PAGES}/accounts/{{user_id}}/deactivate",
         # The only administrator.
         lambda c: staff_form(

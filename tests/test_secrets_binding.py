@@ -41,6 +41,7 @@ COMMANDS: list[tuple[str, ...]] = [
     ("user", "list"),
     ("user", "add", "audun", "--role", "auditor"),
     ("user", "set-units", "1", "--unit", "1"),
+    ("user", "set-email", "1", "nina@example.org"),
     ("user", "deactivate", "1"),
     ("user", "certify-keys", "--yes"),
     ("audit", "verify"),

@@ -315,6 +315,7 @@ def serve(
         raise typer.Exit(2) from exc
     _warn_about_custodians(settings)
     _warn_about_uncertified_keys(settings)
+    _warn_about_missing_email(settings)
     listening = _listen(host, port)
     # No access log: it would record reporters' IP addresses and user agents.
     config = uvicorn.Config(
@@ -354,7 +355,11 @@ def _listen(host: str, port: int) -> socket.socket:
 
 def _setup_warnings(settings: Settings) -> SetupWarnings:
     with _transaction(settings) as session:
-        return setup_warnings(session, verifying_key=settings.signing_public_key)
+        return setup_warnings(
+            session,
+            verifying_key=settings.signing_public_key,
+            notifications=settings.notifications_enabled,
+        )
 
 
 def _warn_about_custodians(settings: Settings) -> None:
@@ -370,6 +375,18 @@ def _warn_about_custodians(settings: Settings) -> None:
         typer.echo(
             "Note: no identity custodian on the chain of these units, so nobody can ever be "
             f"granted a reporter's identity there: {', '.join(lacking)}"
+        )
+
+
+def _warn_about_missing_email(settings: Settings) -> None:
+    if not settings.notifications_enabled:
+        return
+    missing = [u.username for u in _setup_warnings(settings).accounts_without_email]
+    if missing:
+        typer.echo(
+            "Note: notifications are on, but these case handlers and identity custodians "
+            "have no email address, so they are not told when a case needs them "
+            f"(`varsling user set-email`): {', '.join(missing)}"
         )
 
 
@@ -440,6 +457,9 @@ def user_add(
     role: Annotated[list[str], typer.Option("--role", help="handler, custodian, auditor, admin.")],
     unit: Annotated[list[int] | None, typer.Option("--unit", help="Unit id (repeatable).")] = None,
     display_name: Annotated[str | None, typer.Option(help="Name shown to reporters.")] = None,
+    email: Annotated[
+        str | None, typer.Option(help="Where notifications go (none: no mail).")
+    ] = None,
 ) -> None:
     """Add a staff account. The password comes from VARSLING_PASSWORD or a prompt.
 
@@ -458,6 +478,7 @@ def user_add(
             roles=role,
             unit_ids=unit or [],
             display_name=display_name,
+            email=email,
         )
         typer.echo(user.id)
 
@@ -508,6 +529,23 @@ def user_deactivate(user_id: int) -> None:
     with _transaction(_settings()) as session:
         user = accounts.deactivate_user(session, user_id)
         typer.echo(f"{user.id}\t{user.username} (inactive)")
+
+
+@user_app.command("set-email")
+def user_set_email(
+    user_id: int,
+    email: Annotated[
+        str | None, typer.Argument(help="The address; leave out with --clear.")
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the address: no mail.")] = False,
+) -> None:
+    """Set where an account's notifications go, or remove it with --clear."""
+    if (email is None) == (not clear):
+        typer.echo("Error: give an address, or --clear and no address.", err=True)
+        raise typer.Exit(2)
+    with _transaction(_settings()) as session:
+        user = accounts.set_user_email(session, user_id, email=None if clear else email)
+        typer.echo(f"{user.id}\t{user.username}\t{user.email or '(no email)'}")
 
 
 @user_app.command("set-units")

@@ -114,6 +114,22 @@ class Settings(BaseSettings):
     # Unset: on in production (Secure `__Host-` cookie and HSTS), off in development.
     secure_cookies: bool | None = None
 
+    # Notifications to staff by email (notifications/): on when smtp_host is set.
+    # `varsling jobs run` delivers them; a mail names only a unit and a kind.
+    smtp_host: str | None = None
+    smtp_port: int | None = Field(default=None, ge=1, le=65535)  # unset: 587, 465 for tls
+    smtp_from: str | None = None
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    # starttls: upgrade a plain connection; tls: TLS from the first byte; none: in the clear,
+    # refused in production unless smtp_allow_plaintext is set too.
+    smtp_tls: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_allow_plaintext: bool = False
+    smtp_timeout_seconds: float = Field(default=20.0, gt=0, le=300)
+    # The address staff log in at (e.g. https://varsling.example.org); mails link to its
+    # staff login page. Unset: mails carry no link.
+    public_base_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+
     @property
     def secure_transport(self) -> bool:
         """Whether the pages are served over TLS only: a Secure `__Host-` cookie and HSTS.
@@ -123,6 +139,16 @@ class Settings(BaseSettings):
         if self.secure_cookies is not None:
             return self.secure_cookies
         return self.environment == "production"
+
+    @property
+    def notifications_enabled(self) -> bool:
+        return bool(self.smtp_host)
+
+    @property
+    def smtp_port_or_default(self) -> int:
+        if self.smtp_port is not None:
+            return self.smtp_port
+        return 465 if self.smtp_tls == "tls" else 587
 
     @property
     def argon2(self) -> Argon2Params:
@@ -161,6 +187,7 @@ class Settings(BaseSettings):
                 f"Argon2id is set too cheap for production: use VARSLING_ARGON2_MEMORY_KIB >= "
                 f"{MIN_ARGON2_MEMORY_KIB} and VARSLING_ARGON2_TIME_COST >= 2 (defaults: 65536, 3)."
             )
+        self._check_smtp()
         if self.environment == "development":
             for name in SECRET_SETTINGS:
                 if getattr(self, name) is None:
@@ -177,6 +204,29 @@ class Settings(BaseSettings):
                     f"{_MIN_SECRET_CHARS} characters; it {SECRET_SETTINGS[name]}. "
                     f"Make one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
                 )
+
+    def _check_smtp(self) -> None:
+        if not self.notifications_enabled:
+            return
+        if not self.smtp_from or "@" not in self.smtp_from:
+            raise ConfigError(
+                "VARSLING_SMTP_HOST is set (notifications are on), so VARSLING_SMTP_FROM must "
+                "be the address mails are sent from, e.g. varsling@example.org."
+            )
+        if (self.smtp_username is None) != (self.smtp_password is None):
+            raise ConfigError(
+                "Set both VARSLING_SMTP_USERNAME and VARSLING_SMTP_PASSWORD, or neither."
+            )
+        if (
+            self.smtp_tls == "none"
+            and self.environment != "development"
+            and not self.smtp_allow_plaintext
+        ):
+            raise ConfigError(
+                "VARSLING_SMTP_TLS=none sends mail (and any SMTP password) unencrypted; outside "
+                "development it also needs VARSLING_SMTP_ALLOW_PLAINTEXT=true, e.g. for a relay "
+                "on the same machine. Otherwise use starttls (the default) or tls."
+            )
 
 
 def _missing_message(name: str, secrets_file: Path) -> str:

@@ -1,4 +1,4 @@
-"""`varsling jobs run`: check-ins, overdue flags, retention, expired sessions.
+"""`varsling jobs run`: check-ins, overdue flags, retention, expired sessions, notifications.
 
 Safe to run twice and from two machines at once: each check-in and flag is
 one row under a unique key, inserted with ON CONFLICT DO NOTHING and audited
@@ -6,6 +6,8 @@ only by the run whose row went in; a case is deleted by the run that locked
 it (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite has one writer at a time).
 The cases that get a check-in or a flag are key-share locked, skipping those
 a deletion holds, so no row is written for a case deleted meanwhile.
+Notifications are claimed before they are sent (notifications/service.py),
+so two runs never send the same one.
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from varsling import audit
+from varsling.accounts.models import Role, User
 from varsling.accounts.service import purge_expired_sessions
-from varsling.cases import retention
-from varsling.cases.models import Case, CheckIn, OverdueFlag, Status
+from varsling.cases import keys, retention
+from varsling.cases.models import Case, CheckIn, KeyPurpose, OverdueFlag, Status
 from varsling.cases.service import add_months, overdue
 from varsling.config import Settings
+from varsling.notifications import service as notifications
+from varsling.notifications.models import NoticeKind
 
 # Cases deleted per transaction: locks stay short, a failure loses little.
 RETENTION_BATCH = 50
@@ -90,8 +95,11 @@ def send_due_checkins(session: Session, settings: Settings, today: dt.date) -> i
     return sent
 
 
-def flag_overdue(session: Session, today: dt.date) -> int:
-    """Flag each deadline a case has passed, once per case and deadline; how many."""
+def flag_overdue(session: Session, settings: Settings, today: dt.date) -> int:
+    """Flag each deadline a case has passed, once per case and deadline; how many.
+
+    Each new flag queues a notice to the case's handlers who may still act on it.
+    """
     late = session.execute(
         select(Case)
         .where(
@@ -116,8 +124,26 @@ def flag_overdue(session: Session, today: dt.date) -> int:
                     case_id=case.id,
                     details={"deadline": deadline},
                 )
+                notifications.enqueue(
+                    session,
+                    settings,
+                    kind=NoticeKind.OVERDUE,
+                    unit_id=keys.handling_unit(case),
+                    recipients=_acting_handlers(session, settings, case.id),
+                    today=today,
+                )
                 flagged += 1
     return flagged
+
+
+def _acting_handlers(session: Session, settings: Settings, case_id: str) -> list[User]:
+    """The case's key holders who are handlers: active, certified, not excluded."""
+    holders = keys.holders(session, case_id, KeyPurpose.CASE)
+    if not holders:
+        return []
+    users = session.execute(select(User).where(User.id.in_(holders))).scalars()
+    handlers = [u for u in users if Role.HANDLER.value in u.role_names]
+    return keys.eligible(session, settings, case_id, handlers)
 
 
 def apply_retention(maker: sessionmaker[Session], settings: Settings, today: dt.date) -> int:
@@ -162,10 +188,14 @@ def run(
 
     counts = {"checkins": in_transaction(lambda s: send_due_checkins(s, settings, today))}
     report(f"Check-ins: sent {counts['checkins']}.")
-    counts["overdue"] = in_transaction(lambda s: flag_overdue(s, today))
+    counts["overdue"] = in_transaction(lambda s: flag_overdue(s, settings, today))
     report(f"Overdue: flagged {counts['overdue']} passed deadlines.")
     counts["retention"] = apply_retention(maker, settings, today)
     report(f"Retention: deleted {counts['retention']} closed cases.")
     counts["sessions"] = in_transaction(lambda s: purge_sessions(s, now))
     report(f"Sessions: removed {counts['sessions']} expired.")
+    # Last, so the overdue flags of this run go out in it.
+    delivery = notifications.deliver(maker, settings, now=now)
+    counts["notifications"] = delivery.mails
+    report(notifications.summary(delivery))
     return counts

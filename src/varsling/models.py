@@ -26,6 +26,7 @@ from varsling.cases.models import (
     ReporterLink,
 )
 from varsling.db import Base
+from varsling.notifications.models import Notice
 from varsling.reports.models import SpentSubmission
 from varsling.throttle import FloodCounter, LoginBackoff, LoginThrottle
 
@@ -50,6 +51,7 @@ __all__ = [
     "LoginSession",
     "LoginThrottle",
     "Membership",
+    "Notice",
     "OverdueFlag",
     "ReporterAccess",
     "ReporterAuditEvent",

@@ -287,6 +287,7 @@ def test_adding_an_account_with_roles_and_units(
         {
             "username": "nina",
             "display_name": "Nina Nilsen",
+            "email": "nina@example.org",
             "password": PASSWORD,
             "roles": ["handler", "custodian"],
             "units": [str(org["bergen"]), str(org["oslo"])],
@@ -299,8 +300,10 @@ def test_adding_an_account_with_roles_and_units(
     assert answer.headers["location"] == f"{ADMIN}/accounts/{nina.id}?done=account-added"
     assert nina.role_names == {"handler", "custodian"}
     assert nina.unit_ids == {org["bergen"], org["oslo"]}
+    assert nina.email == "nina@example.org"
     event = last_event(db)
     assert (event.action, event.actor) == ("user.created", f"user:{org['ada']}")
+    assert "nina@example.org" not in event.details
     assert PASSWORD not in json.dumps(event.details)
     # The password works (through the API: another client, another session).
     assert login(site, "nina")
@@ -316,6 +319,7 @@ def test_adding_an_account_with_roles_and_units(
         ({"units": []}, "units", "A case handler or an identity custodian acts for a unit."),
         ({"display_name": ""}, "display_name", "Write the name reporters will see."),
         ({"units": ["999999"]}, "units", "One of the chosen units does not exist any more."),
+        ({"email": "nina at example.org"}, "email", "Write an email address like"),
     ],
 )
 def test_a_refused_account_keeps_what_was_typed(
@@ -372,6 +376,40 @@ def test_changing_roles_and_units_of_an_account(
     assert hanne.unit_ids == {org["vestland"], org["oslo"]}
     event = last_event(db)
     assert (event.action, event.actor) == ("user.roles_set", f"user:{org['ada']}")
+
+
+def test_setting_and_removing_an_email_address_on_the_account_page(
+    admin: TestClient, db: Session, org: dict[str, int]
+) -> None:
+    page = f"{ADMIN}/accounts/{org['hanne']}"
+    before = state(db)
+
+    refused = post(admin, page, f"{page}/email", {"email": "hanne@example.org, eve@example.org"})
+
+    assert refused.status_code == 422
+    assert state(db) == before
+    ((field, message),) = summary_links(refused.text)
+    assert field == "email"
+    assert "Write an email address like nina.nilsen@example.org" in message
+    # What was typed stays in the field.
+    assert 'value="hanne@example.org, eve@example.org"' in html.unescape(refused.text)
+
+    saved = post(admin, page, f"{page}/email", {"email": "hanne@example.org"})
+    assert saved.status_code == 303
+    assert saved.headers["location"] == f"{page}?done=email"
+    shown = admin.get(saved.headers["location"]).text
+    assert "The email address was saved." in shown
+    assert 'value="hanne@example.org"' in shown
+    db.rollback()
+    assert db.get(User, org["hanne"]).email == "hanne@example.org"  # type: ignore[union-attr]
+    event = last_event(db)
+    assert (event.action, event.actor) == ("user.email_set", f"user:{org['ada']}")
+    assert "example.org" not in event.details
+
+    removed = post(admin, page, f"{page}/email", {"email": ""})
+    assert removed.status_code == 303
+    db.rollback()
+    assert db.get(User, org["hanne"]).email is None  # type: ignore[union-attr]
 
 
 def test_a_role_that_needs_a_unit_says_to_give_one_first(

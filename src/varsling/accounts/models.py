@@ -53,6 +53,9 @@ class User(Base):
     display_name: Mapped[str] = mapped_column(String(200))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_on: Mapped[dt.date] = mapped_column(Date)
+    # Where notifications go (notifications/): staff personal data, set by an admin;
+    # None: this account gets no mail. Reporters have no account, so no address.
+    email: Mapped[str | None] = mapped_column(String(254))
     # One Argon2id(password) gives the verifier and the key sealing the private key.
     password_salt: Mapped[bytes] = mapped_column(LargeBinary)
     password_params: Mapped[str] = mapped_column(String(100))

@@ -34,6 +34,10 @@ from varsling.errors import Conflict, InvalidInput, NotFound, TooManyAttempts, U
 log = logging.getLogger(__name__)
 
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,62}")
+# A plain address for notifications: printable ASCII, no spaces, quotes, commas or
+# brackets, so it can never carry a second recipient or a header into a mail.
+_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+MAX_EMAIL_CHARS = 254
 MIN_PASSWORD_CHARS = 12
 # The channel a session token is bound to: the API's bearer token, or the staff pages' cookie.
 API_CHANNEL = "api"
@@ -257,6 +261,7 @@ def create_user(
     roles: Iterable[str],
     unit_ids: Iterable[int] = (),
     display_name: str | None = None,
+    email: str | None = None,
     actor: str = audit.SYSTEM,
 ) -> User:
     """A new account with its HPKE key pair, the private half sealed under the password."""
@@ -286,6 +291,7 @@ def create_user(
         raise InvalidInput("A display name is at most 200 characters.", reason="display_name_long")
     if session.execute(select(User.id).where(User.username == username)).first():
         raise Conflict(f"The username {username!r} is taken.", reason="username_taken")
+    address = checked_email(email)
 
     params = current_password_params(settings)
     salt = crypto.new_salt()
@@ -296,6 +302,7 @@ def create_user(
     user = User(
         username=username,
         display_name=shown or username,
+        email=address,
         active=True,
         created_on=utcnow().date(),
         password_salt=salt,
@@ -323,7 +330,45 @@ def create_user(
             "roles": sorted(role_set),
             "unit_ids": units,
             "key_version": user.key_version,
+            # Whether, never which: the address is personal data the trail need not keep.
+            "email_set": address is not None,
         },
+    )
+    return user
+
+
+def checked_email(email: str | None) -> str | None:
+    """A staff member's address as stored, or None for none; refused if it is not plain."""
+    address = (email or "").strip()
+    if not address:
+        return None
+    if len(address) > MAX_EMAIL_CHARS or not _EMAIL.fullmatch(address):
+        raise InvalidInput(
+            "An email address looks like nina.nilsen@example.org: no spaces, quotes, commas "
+            f"or brackets, at most {MAX_EMAIL_CHARS} characters.",
+            reason="email_invalid",
+        )
+    return address
+
+
+def set_user_email(
+    session: Session, user_id: int, *, email: str | None, actor: str = audit.SYSTEM
+) -> User:
+    """Set or clear where an account's notifications go (None or "": no mail)."""
+    user = _existing_user(session, user_id)
+    address = checked_email(email)
+    if address == user.email:
+        raise Conflict(
+            f"The account {user.username!r} already has this email address.", reason="same_email"
+        )
+    had = user.email is not None
+    user.email = address
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="user.email_set",
+        details={"user_id": user.id, "had_email": had, "email_set": address is not None},
     )
     return user
 
@@ -358,6 +403,7 @@ class AccountSummary:
     roles: list[str]
     unit_ids: list[int]
     key_certified: bool
+    email: str | None = None
 
 
 def list_accounts(session: Session, *, verifying_key: bytes) -> list[AccountSummary]:
@@ -381,6 +427,7 @@ def _summary(user: User, verifying_key: bytes) -> AccountSummary:
         roles=sorted(user.role_names),
         unit_ids=sorted(user.unit_ids),
         key_certified=key_certified(user, verifying_key),
+        email=user.email,
     )
 
 

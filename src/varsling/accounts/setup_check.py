@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from varsling.accounts.models import Role, User, UserRole
 from varsling.accounts.service import uncertified_users
 from varsling.reports.routing import list_units
 
@@ -37,6 +39,8 @@ class SetupWarnings:
     rejected_keys: list[AccountRef] = field(default_factory=list)
     # No certificate yet (accounts made before certificates): `varsling user certify-keys`.
     uncertified_keys: list[AccountRef] = field(default_factory=list)
+    # Notifications are on, but these active handlers and custodians have no address.
+    accounts_without_email: list[AccountRef] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(
@@ -44,11 +48,31 @@ class SetupWarnings:
             or self.units_without_custodians
             or self.rejected_keys
             or self.uncertified_keys
+            or self.accounts_without_email
         )
 
 
-def setup_warnings(session: Session, *, verifying_key: bytes) -> SetupWarnings:
-    """Units reporters cannot use fully, and accounts nothing is encrypted for."""
+def without_email(session: Session) -> list[AccountRef]:
+    """Active handlers and custodians that no notification can reach."""
+    rows = session.execute(
+        select(User.id, User.username, User.display_name)
+        .join(UserRole, UserRole.user_id == User.id)
+        .where(
+            User.active.is_(True),
+            User.email.is_(None),
+            UserRole.role.in_([Role.HANDLER.value, Role.CUSTODIAN.value]),
+        )
+        .distinct()
+        .order_by(User.id)
+    ).all()
+    return [AccountRef(user_id, username, name) for user_id, username, name in rows]
+
+
+def setup_warnings(
+    session: Session, *, verifying_key: bytes, notifications: bool = False
+) -> SetupWarnings:
+    """Units reporters cannot use fully, accounts nothing is encrypted for, and (when
+    `notifications` are on) handlers and custodians no mail can reach."""
     units = list_units(session, verifying_key=verifying_key)
     flagged = uncertified_users(session, verifying_key)
 
@@ -68,4 +92,5 @@ def setup_warnings(session: Session, *, verifying_key: bytes) -> SetupWarnings:
         uncertified_keys=[
             account(u.id, u.username, u.display_name) for u in flagged if u.key_certificate is None
         ],
+        accounts_without_email=without_email(session) if notifications else [],
     )

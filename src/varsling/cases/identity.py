@@ -40,6 +40,8 @@ from varsling.cases.models import (
 )
 from varsling.config import Settings
 from varsling.errors import Conflict, Forbidden, NotFound, VarslingError
+from varsling.notifications import service as notifications
+from varsling.notifications.models import NoticeKind
 
 PENDING, APPROVED, REFUSED = "pending", "approved", "refused"
 _REQUEST_PURPOSE = "identity-request"
@@ -233,6 +235,14 @@ def request_identity(
     readers[principal.user_id] = _users(session, {principal.user_id})[0]
     for user in readers.values():
         _wrap_request_key(session, settings, request, user, request_key)
+    notifications.enqueue(
+        session,
+        settings,
+        kind=NoticeKind.IDENTITY_REQUEST,
+        unit_id=keys.handling_unit(opened.case),
+        recipients=custodians,
+        today=today,
+    )
     service.add_entry(
         session,
         case_id=case_id,

@@ -43,6 +43,8 @@ from varsling.cases.models import (
 )
 from varsling.config import Settings
 from varsling.errors import Conflict, NotFound, Unauthenticated
+from varsling.notifications import service as notifications
+from varsling.notifications.models import NoticeKind
 from varsling.reports import service
 from varsling.reports.routing import custodians_on_chain
 from varsling.reports.service import ReporterPrincipal
@@ -275,6 +277,14 @@ def open_retaliation_case(
         keys.wrap_for(
             session, verifying_key, case_id, custodian, KeyPurpose.IDENTITY, identity_key, today
         )
+    notifications.enqueue(
+        session,
+        settings,
+        kind=NoticeKind.RETALIATION,
+        unit_id=unit_id,
+        recipients=handlers,
+        today=today,
+    )
     session.add(
         ReporterLink(
             case_id=case_id,
@@ -426,6 +436,14 @@ def send_up(
     case.handling_unit_id = checked.unit_id
     case.escalated_on = today
     session.flush()
+    notifications.enqueue(
+        session,
+        settings,
+        kind=NoticeKind.NEW_CASE,
+        unit_id=checked.unit_id,
+        recipients=checked.handlers,
+        today=today,
+    )
     audit.record(
         session,
         actor=audit.REPORTER,

@@ -35,6 +35,8 @@ from varsling.cases.models import (
 from varsling.config import Settings
 from varsling.db import in_transaction
 from varsling.errors import InvalidInput, NotFound, Unauthenticated
+from varsling.notifications import service as notifications
+from varsling.notifications.models import NoticeKind
 from varsling.reports.models import SpentSubmission
 from varsling.reports.routing import Offered, route_offered
 
@@ -290,6 +292,14 @@ def submit_report(
         keys.wrap_for(
             session, verifying_key, case_id, custodian, KeyPurpose.IDENTITY, identity_key, today
         )
+    notifications.enqueue(
+        session,
+        settings,
+        kind=NoticeKind.NEW_CASE,
+        unit_id=routing.unit.id,
+        recipients=routing.handlers,
+        today=today,
+    )
     for user in routing.rejected:
         # In the reporter's chain (the day only): a staff-chain event would time the report.
         audit.record(

@@ -72,6 +72,7 @@ DONE_TEXTS: Final[Mapping[str, str]] = {
     "account-added": N_("The account was added."),
     "roles": N_("The roles were saved."),
     "units": N_("The units were saved."),
+    "email": N_("The email address was saved."),
     "deactivated": N_("The account was deactivated. It can no longer log in."),
     "two-factor-reset": N_(
         "Two-factor login was reset and the account's sessions were ended. The person sets "
@@ -145,6 +146,14 @@ REFUSALS: Final[Mapping[str, tuple[str, str]]] = {
         ),
     ),
     "same_units": ("units", N_("The account already has exactly these units.")),
+    "email_invalid": (
+        "email",
+        N_(
+            "Write an email address like nina.nilsen@example.org, without spaces, quotes, "
+            "commas or brackets, or leave the field empty."
+        ),
+    ),
+    "same_email": ("email", N_("The account already has this email address.")),
     "same_roles": ("roles", N_("The account already has exactly these roles.")),
     "already_inactive": ("deactivate", N_("The account is already deactivated.")),
     "choose_parent": ("parent", N_("Choose the unit to move it under.")),
@@ -342,7 +351,11 @@ def _unit_names(tree: Sequence[UnitNode]) -> dict[int, str]:
 
 
 def _warnings(session: Session, settings: Settings) -> SetupWarnings:
-    return setup_warnings(session, verifying_key=settings.signing_public_key)
+    return setup_warnings(
+        session,
+        verifying_key=settings.signing_public_key,
+        notifications=settings.notifications_enabled,
+    )
 
 
 def _status(draft: Draft) -> int:
@@ -618,7 +631,7 @@ async def add_account(
         form,
         csrf_status,
         "add",
-        texts=("username", "display_name", "password"),
+        texts=("username", "display_name", "email", "password"),
         lists=("roles", "units"),
     )
     created: list[int] = []
@@ -632,6 +645,7 @@ async def add_account(
             roles=draft.chosen("roles"),
             unit_ids=_ids(draft.chosen("units")),
             display_name=draft.value("display_name"),
+            email=draft.value("email"),
             actor=principal.actor,
         )
         created.append(user.id)
@@ -668,6 +682,7 @@ def _account_page(
             "draft": draft,
             "errors": draft.errors,
             "is_self": account.id == principal.user_id,
+            "notifications_enabled": settings.notifications_enabled,
         },
         status_code=_status(draft) if draft.problem else 200,
     )
@@ -697,7 +712,7 @@ async def _change_account(
     language: Language = request.path_params["lang"]
     principal: StaffPrincipal = request.state.staff_principal
     form, csrf_status = await read_staff_form(request, max_fields=600)
-    draft = _draft(form, csrf_status, form_name, lists=("roles", "units"))
+    draft = _draft(form, csrf_status, form_name, texts=("email",), lists=("roles", "units"))
     if _attempt(request, language, session, draft, change, **where):
         return _done(f"/{language}/staff/admin/accounts/{user_id}", done)
     return _account_page(request, language, principal, session, user_id, draft)
@@ -742,6 +757,22 @@ async def set_units(
         )
 
     return await _change_account(request, session, user_id, "units", change, "units")
+
+
+@router.post("/{lang:lang}/staff/admin/accounts/{user_id}/email", response_class=HTMLResponse)
+async def set_email(
+    request: Request,
+    language: PageLanguage,
+    principal: AdminPage,
+    session: DbSession,
+    user_id: UserId,
+) -> Response:
+    def change(nested: Session, draft: Draft) -> object:
+        return accounts.set_user_email(
+            nested, user_id, email=draft.value("email"), actor=principal.actor
+        )
+
+    return await _change_account(request, session, user_id, "email", change, "email")
 
 
 @router.post("/{lang:lang}/staff/admin/accounts/{user_id}/deactivate", response_class=HTMLResponse)

@@ -107,12 +107,11 @@ def read_state(session: Session) -> DatabaseState:
             )
         )
     )
-    rows = session.execute(
-        select(InstallationSetting.key, InstallationSetting.value).where(
-            InstallationSetting.key.startswith(SETTING_PREFIX, autoescape=True)
-        )
-    )
-    recorded = {key.removeprefix(SETTING_PREFIX): value for key, value in rows}
+    # The audit events first, then the fingerprints: a process recording them
+    # commits both at once, and under READ COMMITTED (PostgreSQL) each statement
+    # sees a newer snapshot, so reading in this order never finds an event naming
+    # a fingerprint whose row it then misses ("removed") while another process
+    # records them at the same moment.
     ever: set[str] = set()
     for details in session.scalars(
         select(audit.AuditEvent.details).where(audit.AuditEvent.action.in_(BINDING_ACTIONS))
@@ -122,6 +121,12 @@ def read_state(session: Session) -> DatabaseState:
         except (ValueError, AttributeError):
             continue
         ever.update(str(n) for n in names if isinstance(n, str))
+    rows = session.execute(
+        select(InstallationSetting.key, InstallationSetting.value).where(
+            InstallationSetting.key.startswith(SETTING_PREFIX, autoescape=True)
+        )
+    )
+    recorded = {key.removeprefix(SETTING_PREFIX): value for key, value in rows}
     return DatabaseState(True, holds_data, recorded, frozenset(ever))
 
 

@@ -22,6 +22,8 @@ from varsling.cases.models import (
     IdentityRequest,
     IdentityRequestKey,
     OverdueFlag,
+    RecoveryKey,
+    RecoveryWrap,
     ReporterAccess,
     ReporterLink,
 )
@@ -50,6 +52,8 @@ __all__ = [
     "LoginThrottle",
     "Membership",
     "OverdueFlag",
+    "RecoveryKey",
+    "RecoveryWrap",
     "ReporterAccess",
     "ReporterAuditEvent",
     "ReporterLink",

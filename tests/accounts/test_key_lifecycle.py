@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import os
+import subprocess
+import sys
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
+from tests.conftest import TEST_SECRETS
 from tests.factories import PASSWORD, declare, login, make_unit, make_user, report
 from varsling import crypto
 from varsling.accounts.models import LoginSession, User
@@ -29,14 +35,13 @@ def _actions(db: Session) -> list[str]:
 def world(client: TestClient, db: Session, settings: Settings) -> dict[str, int]:
     national = make_unit(db, "Sentralt")
     county = make_unit(db, "Vestland", parent_id=national.id, kind="county")
-    ids = {
+    return {
         "county": county.id,
         "hanne": make_user(db, settings, "hanne", units=(county.id,)).id,
         "ola": make_user(db, settings, "ola", units=(county.id,)).id,
         "kari": make_user(db, settings, "kari", roles=("custodian",), units=(county.id,)).id,
         "adam": make_user(db, settings, "adam", roles=("admin",)).id,
     }
-    return ids
 
 
 def _new_case(client: TestClient, unit_id: int, **fields: object) -> str:
@@ -248,7 +253,9 @@ def test_a_regrant_to_someone_named_as_involved_is_refused(
     # database writer then puts back a stale row for him to bait a re-grant.
     ola = login(client, "ola")
     stepped = client.post(
-        f"/api/v1/cases/{case_id}/declaration", json={"conflict": True, "reason": "I know the people involved."}, headers=ola
+        f"/api/v1/cases/{case_id}/declaration",
+        json={"conflict": True, "reason": "I know the people involved."},
+        headers=ola,
     )
     assert stepped.status_code == 201, stepped.text
     _reset(client, world["ola"])
@@ -428,3 +435,83 @@ def test_sessions_are_rows_the_reset_removes(
         db.execute(select(LoginSession).where(LoginSession.user_id == world["hanne"])).first()
         is None
     )
+
+
+# --------------------------------------------------------------------------
+# The commands, as an administrator runs them
+
+
+def _command(
+    database_url: str, *args: str, stdin: str = "", password: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("VARSLING_")},
+        "VARSLING_DATABASE_URL": database_url,
+        "VARSLING_SECRETS_FILE": "/nonexistent",
+        "VARSLING_ARGON2_MEMORY_KIB": "64",
+        "VARSLING_ARGON2_TIME_COST": "1",
+        **{f"VARSLING_{name.upper()}": value for name, value in TEST_SECRETS.items()},
+    }
+    if password is not None:
+        env["VARSLING_PASSWORD"] = password
+    return subprocess.run(
+        [sys.executable, "-m", "varsling", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=120,
+    )
+
+
+def test_recovery_init_reset_password_and_recovery_grant_from_the_command_line(
+    client: TestClient, db: Session, settings: Settings, world: dict[str, int], caplog: Any
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    made = _command(settings.database_url, "recovery", "init")
+    assert made.returncode == 0, made.stderr
+    assert "NOT covered" in made.stdout
+    block = made.stdout[made.stdout.index("-----BEGIN") :].strip()
+    again = _command(settings.database_url, "recovery", "init")
+    assert again.returncode == 1
+    assert "already a recovery key" in again.stderr
+    db.rollback()
+    status = _command(settings.database_url, "recovery", "status")
+    assert "\tcertified" in status.stdout
+
+    _new_case(client, world["county"], excluded_recipients=[world["ola"]])
+    (case_id,) = _case_ids(client, login(client, "hanne"))
+    reset = _command(
+        settings.database_url, "user", "reset-password", str(world["hanne"]), password=NEW_PASSWORD
+    )
+    assert reset.returncode == 0, reset.stderr
+    assert "key version 2" in reset.stdout
+    assert "1 case key(s) waiting" in reset.stdout
+    hanne = login(client, "hanne", NEW_PASSWORD)
+    assert _case_ids(client, hanne) == []
+
+    wrong_key = crypto.encode_recovery_private_key(crypto.generate_keypair().private_key)
+    args = ("recovery", "grant", "--case", case_id, "--user", "hanne")
+    refused = _command(settings.database_url, *args, stdin=wrong_key)
+    assert refused.returncode == 1
+    assert "does not belong" in refused.stderr
+    granted = _command(settings.database_url, *args, stdin=block)
+    assert granted.returncode == 0, granted.stderr
+    assert _case_ids(client, hanne) == [case_id]
+    declare(client, hanne, case_id)
+    assert client.get(f"/api/v1/cases/{case_id}", headers=hanne).status_code == 200
+
+    # The private half is nowhere in the database, the audit trail or the logs.
+    private_key = crypto.parse_recovery_private_key(block)
+    db.rollback()
+    for table in ("recovery_keys", "recovery_wraps", "audit_events", "case_keys", "users"):
+        for row in db.execute(text(f"SELECT * FROM {table}")):
+            for value in row:
+                if isinstance(value, bytes | str):
+                    raw = value.encode() if isinstance(value, str) else value
+                    assert private_key not in raw
+                    assert private_key.hex().encode() not in raw
+                    assert block.splitlines()[1].encode() not in raw
+    logged = caplog.text + granted.stdout + granted.stderr
+    assert block.splitlines()[1] not in logged

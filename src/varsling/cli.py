@@ -245,12 +245,9 @@ def _warn_about_uncertified_keys(settings: Settings) -> None:
             "was changed in the database behind the service's back: find out how, and restore "
             f"the account from a backup you trust: {', '.join(failing)}"
         )
-    if found_recovery_key_rejected(settings):
-        typer.echo(
-            "WARNING: the recovery public key in the database is not the one this installation "
-            "certified, so no case key is wrapped for it. It was changed behind the service's "
-            "back: find out how, and restore it from a backup you trust."
-        )
+    recovery_problem = _recovery_problem(settings)
+    if recovery_problem is not None:
+        typer.echo(f"WARNING: {RECOVERY_PROBLEMS[recovery_problem]}")
     if missing:
         typer.echo(
             "WARNING: these accounts have no key certificate yet (made before certificates), "
@@ -649,11 +646,19 @@ if __name__ == "__main__":
     app()
 
 
-def found_recovery_key_rejected(settings: Settings) -> bool:
-    """Whether a recovery key is stored whose certificate fails."""
+RECOVERY_PROBLEMS = {
+    "not_certified": "the recovery public key in the database is not the one this installation "
+    "certified, so no case key is wrapped for it. It was changed behind the service's back: "
+    "find out how, and restore it from a backup you trust.",
+    "missing": "the audit trail says a recovery key was made, but it is no longer in the "
+    "database, so no case key is wrapped for it. It was deleted behind the service's back: "
+    "find out how, and restore it from a backup you trust.",
+}
+
+
+def _recovery_problem(settings: Settings) -> str | None:
     with _transaction(settings) as session:
-        row = recovery.recovery_key(session)
-        return row is not None and not recovery.certified(row, settings.signing_public_key)
+        return recovery.problem(session, settings.signing_public_key)
 
 
 @recovery_app.command("init")
@@ -683,6 +688,9 @@ def recovery_status() -> None:
     with _transaction(settings) as session:
         row = recovery.recovery_key(session)
         if row is None:
+            if recovery.was_initialised(session):
+                typer.echo(f"WARNING: {RECOVERY_PROBLEMS['missing']}")
+                raise typer.Exit(1)
             typer.echo("No recovery key. `varsling recovery init` makes one.")
             return
         holds = recovery.certified(row, settings.signing_public_key)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, text, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session
 
 from tests.conftest import TEST_SECRETS
@@ -406,6 +406,27 @@ def test_a_swapped_recovery_public_key_gets_nothing_and_is_flagged(
     assert _case_ids(client, login(client, "hanne"))  # the report itself was not lost
     reporter_actions = list(db.execute(select(ReporterAuditEvent.action)).scalars())
     assert "recovery.key_rejected" in reporter_actions
+
+
+def test_a_deleted_recovery_key_is_flagged_at_every_new_case(
+    client: TestClient, db: Session, settings: Settings, world: dict[str, int]
+) -> None:
+    recovery.init_recovery(db, settings, today=db_today())
+    db.commit()
+    assert recovery.problem(db, settings.signing_public_key) is None
+    db.execute(delete(RecoveryKey))
+    db.commit()
+
+    _new_case(client, world["county"])
+
+    db.rollback()
+    assert db.execute(select(RecoveryWrap)).first() is None
+    reporter_actions = list(db.execute(select(ReporterAuditEvent.action)).scalars())
+    assert "recovery.key_missing" in reporter_actions
+    assert recovery.problem(db, settings.signing_public_key) == "missing"
+    status = _command(settings.database_url, "recovery", "status")
+    assert status.returncode == 1
+    assert "no longer in the database" in status.stdout
 
 
 def test_the_recovery_text_block_checks_its_checksum() -> None:

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from varsling import audit, crypto
 from varsling.accounts.models import Role, User
 from varsling.accounts.service import key_certified, unit_chain
+from varsling.audit import AuditEvent
 from varsling.cases import exclusions, keys
 from varsling.cases.models import Case, KeyPurpose, RecoveryKey, RecoveryWrap
 from varsling.config import Settings
@@ -47,6 +48,23 @@ def recovery_key(session: Session) -> RecoveryKey | None:
     return session.execute(
         select(RecoveryKey).order_by(RecoveryKey.id.desc()).limit(1)
     ).scalar_one_or_none()
+
+
+def was_initialised(session: Session) -> bool:
+    """Whether the staff audit chain records a `recovery init`: a database writer who
+    deletes the recovery key row cannot also delete that event without breaking the chain."""
+    found = session.execute(
+        select(AuditEvent.seq).where(AuditEvent.action == "recovery.initialised").limit(1)
+    ).first()
+    return found is not None
+
+
+def problem(session: Session, verifying_key: bytes) -> str | None:
+    """What is wrong with the recovery key as stored ("missing", "not_certified"), or None."""
+    row = recovery_key(session)
+    if row is None:
+        return "missing" if was_initialised(session) else None
+    return None if certified(row, verifying_key) else "not_certified"
 
 
 def certified(row: RecoveryKey, verifying_key: bytes) -> bool:
@@ -107,6 +125,10 @@ def wrap_for_recovery(
     """
     row = recovery_key(session)
     if row is None:
+        if was_initialised(session):
+            # The row was deleted behind the service's back: say so, every time.
+            log.error("the recovery key was made but is no longer in the database")
+            audit.record(session, actor=actor, action="recovery.key_missing", case_id=case_id)
         return False
     if not certified(row, settings.signing_public_key):
         log.error("refusing to wrap case keys for the uncertified recovery key %s", row.id)

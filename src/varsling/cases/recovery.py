@@ -207,8 +207,11 @@ def recovery_grant(
     case = session.get(Case, case_id) if _is_case_id(case_id) else None
     if case is None:
         raise NotFound(f"There is no case {case_id}.", reason="no_case")
+    # Read afresh: the key to wrap for is the one certified now, not one loaded earlier.
     user = session.execute(
-        select(User).where(User.username == username.strip().lower())
+        select(User)
+        .where(User.username == username.strip().lower())
+        .execution_options(populate_existing=True)
     ).scalar_one_or_none()
     if user is None or not user.active:
         raise NotFound(f"There is no active account {username!r}.", reason="no_account")

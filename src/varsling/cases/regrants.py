@@ -101,7 +101,7 @@ def regrant(
     replacing their row for an older key version."""
     if not is_hex_id(case_id):
         raise NotFound("No such case.")
-    user = session.get(User, user_id)
+    user = session.get(User, user_id, populate_existing=True)
     stale = session.execute(
         select(CaseKey).where(
             CaseKey.case_id == case_id,

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import base64
+import logging
 import uuid
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
 from sqlalchemy.orm import Session
 
 from tests.factories import login, make_unit, make_user, open_first_case, report, reporter_login
 from varsling import receipts
+from varsling.accounts.service import utcnow
+from varsling.cases import recovery
+from varsling.cases.models import Case
 from varsling.config import Settings
 
 
@@ -118,3 +124,53 @@ def test_marker_and_case_code_are_nowhere_in_the_database(
             assert needle not in haystack, needle
     # The scan can see plaintext when there is some: unit names are stored in the clear.
     assert b"Sentralt" in haystack
+
+
+def test_the_recovery_private_key_and_reset_passwords_are_nowhere_in_the_database(
+    client: TestClient, db: Session, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    unit = make_unit(db)
+    hanne = make_user(db, settings, "hanne", units=(unit.id,))
+    make_user(db, settings, "adam", roles=("admin",))
+    made = recovery.init_recovery(db, settings, today=utcnow().date())
+    db.commit()
+    private_key = recovery.read_private_key(made.private_text)
+    assert client.post("/api/v1/reports", json=report(unit.id)).status_code == 201
+    new_password = "a reset passphrase nobody else knows"
+    reset = client.post(
+        f"/api/v1/admin/accounts/{hanne.id}/password-reset",
+        json={"new_password": new_password},
+        headers=login(client, "adam"),
+    )
+    assert reset.status_code == 200, reset.text
+    case_id = db.execute(select(Case.id)).scalar_one()
+    recovery.recovery_grant(
+        db,
+        settings,
+        private_key=private_key,
+        case_id=case_id,
+        username="hanne",
+        today=utcnow().date(),
+    )
+    db.commit()
+    # The grant worked: hanne reads the case with the new password.
+    assert open_first_case(client, login(client, "hanne", new_password)) == case_id
+
+    db.rollback()
+    if db.get_bind().dialect.name == "sqlite":
+        haystack = _sqlite_bytes(settings)
+    else:
+        haystack = _postgres_text(db)
+    lines = made.private_text.splitlines()[1:-1]
+    for needle in [
+        private_key,
+        private_key.hex().encode(),
+        base64.b64encode(private_key),
+        *(line.encode() for line in lines),
+        *_needles(new_password),
+    ]:
+        assert needle not in haystack, needle
+    for line in lines:
+        assert line not in caplog.text
+    assert new_password not in caplog.text

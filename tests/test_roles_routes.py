@@ -1582,6 +1582,92 @@ ROUTES: tuple[Route, ...] = (
         ),
         admin_page(303),
     ),
+    Route(
+        "POST",
+        f"{ADMIN_PAGES}/accounts/{{user_id}}/password-reset",
+        # Too short: refused on the form (a reset would give the shared grantee a new key).
+        lambda c: staff_form(
+            c,
+            f"/en/staff/admin/accounts/{c.world.grantee_id}/password-reset",
+            {"password": "short"},
+        ),
+        admin_page(422),
+    ),
+    # ---- key lifecycle: one's own password, restoring access after a reset
+    Route(
+        "POST",
+        "/api/v1/account/password",
+        # Too short a new password: refused before the current one is even checked.
+        lambda c: c.request(
+            "POST",
+            "/api/v1/account/password",
+            json={"current_password": PASSWORD, "new_password": "short"},
+        ),
+        staff_only(422),
+    ),
+    Route(
+        "POST",
+        "/api/v1/admin/accounts/{user_id}/password-reset",
+        lambda c: c.request(
+            "POST",
+            f"/api/v1/admin/accounts/{c.world.grantee_id}/password-reset",
+            json={"new_password": "short"},
+        ),
+        {**staff_only(403), ADMIN: 422},
+    ),
+    Route(
+        "GET",
+        "/api/v1/pending-grants",
+        lambda c: c.request("GET", "/api/v1/pending-grants"),
+        staff_only(200),
+    ),
+    Route(
+        "POST",
+        "/api/v1/pending-grants",
+        # Nobody's access waits in the shared world: there is nothing to re-grant.
+        lambda c: c.request(
+            "POST",
+            "/api/v1/pending-grants",
+            json={"case_id": c.scene.case_id, "user_id": c.world.grantee_id, "purpose": "case"},
+        ),
+        staff_only(404),
+    ),
+    Route(
+        "GET",
+        "/{lang:lang}/staff/account/password",
+        lambda c: c.request("GET", "/en/staff/account/password"),
+        staff_page(200),
+    ),
+    Route(
+        "POST",
+        "/{lang:lang}/staff/account/password",
+        lambda c: staff_form(
+            c,
+            "/en/staff/account/password",
+            {
+                "current_password": PASSWORD,
+                "new_password": "short",
+                "repeat_password": "short",
+            },
+        ),
+        staff_page(422),
+    ),
+    Route(
+        "GET",
+        "/{lang:lang}/staff/pending-grants",
+        lambda c: c.request("GET", "/en/staff/pending-grants"),
+        staff_page(200),
+    ),
+    Route(
+        "POST",
+        "/{lang:lang}/staff/pending-grants",
+        lambda c: staff_form(
+            c,
+            "/en/staff/pending-grants",
+            {"case_id": c.scene.case_id, "user_id": str(c.world.grantee_id), "purpose": "case"},
+        ),
+        staff_page(404),
+    ),
 )
 
 

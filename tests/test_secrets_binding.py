@@ -44,6 +44,10 @@ COMMANDS: list[tuple[str, ...]] = [
     ("user", "set-email", "1", "nina@example.org"),
     ("user", "deactivate", "1"),
     ("user", "certify-keys", "--yes"),
+    ("user", "reset-password", "1"),
+    ("recovery", "init"),
+    ("recovery", "status"),
+    ("recovery", "grant", "--case", "0" * 32, "--user", "hanne", "--key-file", "never-read.txt"),
     ("audit", "verify"),
     ("audit", "checkpoint"),
     ("audit", "export", "--output", "never-written.jsonl"),
@@ -365,6 +369,6 @@ def test_every_command_is_among_those_proven_to_check_the_secrets() -> None:
             return [p for name, sub in subcommands.items() for p in paths(sub, (*prefix, name))]
         return [prefix]
 
-    groups = {"unit", "user", "audit", "keys", "sessions", "receipt", "jobs"}
+    groups = {"unit", "user", "audit", "keys", "sessions", "receipt", "jobs", "recovery"}
     checked = {command[:2] if command[0] in groups else command[:1] for command in COMMANDS}
     assert set(paths(typer.main.get_command(app), ())) - checked == set()

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from varsling import audit, audit_routes, secrets_binding, statistics_routes
+from varsling.accounts import lifecycle_routes
 from varsling.accounts import routes as account_routes
 from varsling.cases import identity_routes
 from varsling.cases import routes as case_routes
@@ -352,6 +353,7 @@ def create_app(settings: Settings) -> FastAPI:
     for router in (
         report_routes.router,
         account_routes.router,
+        lifecycle_routes.router,
         case_routes.router,
         identity_routes.router,
         audit_routes.router,

@@ -16,8 +16,10 @@ from sqlalchemy.orm import Session
 
 from varsling import audit, crypto, secrets_binding
 from varsling import backup as backups
+from varsling.accounts import lifecycle
 from varsling.accounts import service as accounts
 from varsling.accounts.setup_check import SetupWarnings, setup_warnings
+from varsling.cases import recovery
 from varsling.config import SECRET_SETTINGS, ConfigError, Settings
 from varsling.db import make_engine, make_sessionmaker, migrate_installation, schema_revision
 from varsling.errors import VarslingError
@@ -30,6 +32,9 @@ keys_app = typer.Typer(help="The installation signing key.", no_args_is_help=Tru
 sessions_app = typer.Typer(help="Staff and reporter sessions.", no_args_is_help=True)
 receipt_app = typer.Typer(help="Reporters' signed receipts.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Scheduled work (cron or a systemd timer).", no_args_is_help=True)
+recovery_app = typer.Typer(
+    help="The organisation's recovery key (kept offline).", no_args_is_help=True
+)
 app.add_typer(unit_app, name="unit")
 app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
@@ -37,6 +42,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(sessions_app, name="sessions")
 app.add_typer(receipt_app, name="receipt")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(recovery_app, name="recovery")
 
 
 def _installation(**options: Any) -> secrets_binding.Installation:
@@ -401,6 +407,9 @@ def _warn_about_uncertified_keys(settings: Settings) -> None:
             "was changed in the database behind the service's back: find out how, and restore "
             f"the account from a backup you trust: {', '.join(failing)}"
         )
+    recovery_problem = _recovery_problem(settings)
+    if recovery_problem is not None:
+        typer.echo(f"WARNING: {RECOVERY_PROBLEMS[recovery_problem]}")
     if missing:
         typer.echo(
             "WARNING: these accounts have no key certificate yet (made before certificates), "
@@ -521,6 +530,27 @@ def user_certify_keys(
             typer.echo(f"Certified {user.id}\t{user.username}\t{fingerprint}")
     if not certified:
         typer.echo("No account lacks a certificate; nothing to do.")
+
+
+@user_app.command("reset-password")
+def user_reset_password(user_id: int) -> None:
+    """Set a new password (from VARSLING_PASSWORD or a prompt) for a forgotten one.
+
+    The account gets a new key pair: its case access is pending until a holder
+    of each case key re-grants it (the "Restore access" page, or
+    `varsling recovery grant`). Its sessions end; two-factor login stays as it is.
+    """
+    settings = _settings()
+    password = os.environ.get("VARSLING_PASSWORD") or typer.prompt(
+        "New password", hide_input=True, confirmation_prompt=True
+    )
+    with _transaction(settings) as session:
+        reset = lifecycle.reset_password(session, settings, user_id, new_password=password)
+    typer.echo(
+        f"Reset account {reset.user_id}: key version {reset.key_version}, "
+        f"{reset.sessions_ended} session(s) ended, {reset.pending_keys} case key(s) waiting "
+        "for a key holder to re-grant them."
+    )
 
 
 @user_app.command("deactivate")
@@ -797,3 +827,92 @@ def jobs_run() -> None:
 
 if __name__ == "__main__":
     app()
+
+
+RECOVERY_PROBLEMS = {
+    "not_certified": "the recovery public key in the database is not the one this installation "
+    "certified, so no case key is wrapped for it. It was changed behind the service's back: "
+    "find out how, and restore it from a backup you trust.",
+    "missing": "the audit trail says a recovery key was made, but it is no longer in the "
+    "database, so no case key is wrapped for it. It was deleted behind the service's back: "
+    "find out how, and restore it from a backup you trust.",
+}
+
+
+def _recovery_problem(settings: Settings) -> str | None:
+    with _transaction(settings) as session:
+        return recovery.problem(session, settings.signing_public_key)
+
+
+@recovery_app.command("init")
+def recovery_init() -> None:
+    """Make the recovery key pair; print its private half ONCE, to keep offline.
+
+    From then on every new case's keys are also wrapped for it. Cases made
+    before are not covered. Refused when a recovery key exists.
+    """
+    settings = _settings()
+    with _transaction(settings) as session:
+        made = recovery.init_recovery(session, settings, today=accounts.utcnow().date())
+    typer.echo(
+        f"Recovery key {made.key_id} made; public key fingerprint {made.fingerprint}.\n"
+        "Below is its PRIVATE half. It is shown this once and stored nowhere: whoever holds "
+        "it can read every case made from now on. Write or print it, keep it offline (a safe; "
+        "ideally split between two people), and clear this terminal.\n"
+        "Cases made before now are NOT covered by it.\n"
+    )
+    typer.echo(made.private_text)
+
+
+@recovery_app.command("status")
+def recovery_status() -> None:
+    """Whether there is a recovery key, its fingerprint, and whether its certificate holds."""
+    settings = _settings()
+    with _transaction(settings) as session:
+        row = recovery.recovery_key(session)
+        if row is None:
+            if recovery.was_initialised(session):
+                typer.echo(f"WARNING: {RECOVERY_PROBLEMS['missing']}")
+                raise typer.Exit(1)
+            typer.echo("No recovery key. `varsling recovery init` makes one.")
+            return
+        holds = recovery.certified(row, settings.signing_public_key)
+        state = "certified" if holds else "CERTIFICATE FAILS: nothing is wrapped for it"
+        fingerprint = crypto.key_fingerprint(row.public_key)
+        typer.echo(f"{row.id}\t{fingerprint}\tsince {row.created_on.isoformat()}\t{state}")
+
+
+@recovery_app.command("grant")
+def recovery_grant(
+    case: Annotated[str, typer.Option("--case", help="The case id.")],
+    user: Annotated[str, typer.Option("--user", help="The username to give the case to.")],
+    key_file: Annotated[
+        Path | None,
+        typer.Option(help="A file holding the recovery private key; without it, read stdin."),
+    ] = None,
+) -> None:
+    """Give a case to a user with the recovery private key (from stdin or --key-file).
+
+    A handler gets the case key, a custodian the identity key. Never for
+    someone named as involved, off the case's unit chain, or with an
+    uncertified key. Only for cases made after `varsling recovery init`.
+    """
+    settings = _settings()
+    try:
+        text = (
+            key_file.read_text() if key_file is not None else typer.get_text_stream("stdin").read()
+        )
+    except OSError as exc:
+        typer.echo(f"Error: cannot read the key file: {exc.strerror}", err=True)
+        raise typer.Exit(2) from exc
+    with _transaction(settings) as session:
+        private_key = recovery.read_private_key(text)
+        granted = recovery.recovery_grant(
+            session,
+            settings,
+            private_key=private_key,
+            case_id=case.strip().lower(),
+            username=user,
+            today=accounts.utcnow().date(),
+        )
+    typer.echo(f"Granted case {case} to account {granted.user_id}: {', '.join(granted.purposes)}.")

@@ -441,7 +441,8 @@ def derive_case_code(
 SIGN_CERTIFICATE = "varsling/sign/certificate/v1"
 SIGN_CHECKPOINT = "varsling/sign/checkpoint/v1"
 SIGN_RECEIPT = "varsling/sign/receipt/v1"
-_SIGN_DOMAINS = frozenset({SIGN_CERTIFICATE, SIGN_CHECKPOINT, SIGN_RECEIPT})
+SIGN_RECOVERY_KEY = "varsling/sign/recovery-key/v1"
+_SIGN_DOMAINS = frozenset({SIGN_CERTIFICATE, SIGN_CHECKPOINT, SIGN_RECEIPT, SIGN_RECOVERY_KEY})
 _PUBLIC_KEY_PREFIX = "varsling-ed25519:"
 SIGNATURE_BYTES = 64
 
@@ -526,6 +527,65 @@ def _certificate_valid(
         user_id=user_id, username=username, key_version=key_version, public_key=public_key
     )
     return signature_valid(verifying_key, SIGN_CERTIFICATE, message, certificate)
+
+
+def recovery_key_message(*, key_id: int, public_key: bytes) -> bytes:
+    """What a recovery key certificate signs: the organisation's recovery public key."""
+    return context("varsling/recovery-key", key_id, public_key)
+
+
+def certify_recovery_key(seed: bytes, *, key_id: int, public_key: bytes) -> bytes:
+    """The installation's certificate over the recovery public key (its own domain)."""
+    return sign(seed, SIGN_RECOVERY_KEY, recovery_key_message(key_id=key_id, public_key=public_key))
+
+
+def recovery_key_certified(
+    verifying_key: bytes, *, key_id: int, public_key: bytes, certificate: bytes | None
+) -> bool:
+    """Whether `certificate` certifies exactly this recovery public key."""
+    if not certificate:
+        return False
+    message = recovery_key_message(key_id=key_id, public_key=public_key)
+    return signature_valid(verifying_key, SIGN_RECOVERY_KEY, message, certificate)
+
+
+_RECOVERY_BEGIN = "-----BEGIN VARSLING RECOVERY KEY-----"
+_RECOVERY_END = "-----END VARSLING RECOVERY KEY-----"
+_RECOVERY_CHECKSUM_BYTES = 4
+
+
+def encode_recovery_private_key(private_key: bytes) -> str:
+    """The recovery private key as a text block to print once and keep offline.
+
+    Base64 of the tagged key and a 4-byte SHA-256 checksum, so a mistyped or
+    cut copy is told apart from a wrong key.
+    """
+    checksum = hashlib.sha256(b"varsling/recovery-key\x00" + private_key).digest()
+    body = base64.b64encode(private_key + checksum[:_RECOVERY_CHECKSUM_BYTES]).decode()
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    return "\n".join([_RECOVERY_BEGIN, *lines, _RECOVERY_END])
+
+
+def parse_recovery_private_key(text: str) -> bytes:
+    """The tagged private key from its text block; CryptoError when it does not check out."""
+    inside = text.strip()
+    if not inside.startswith(_RECOVERY_BEGIN) or not inside.endswith(_RECOVERY_END):
+        raise CryptoError(
+            f"a recovery key starts with {_RECOVERY_BEGIN} and ends with {_RECOVERY_END}"
+        )
+    body = re.sub(r"\s", "", inside[len(_RECOVERY_BEGIN) : -len(_RECOVERY_END)])
+    try:
+        raw = base64.b64decode(body, validate=True)
+    except (ValueError, binascii.Error) as exc:
+        raise CryptoError("the recovery key is not valid base64") from exc
+    private_key, checksum = raw[:-_RECOVERY_CHECKSUM_BYTES], raw[-_RECOVERY_CHECKSUM_BYTES:]
+    expected = hashlib.sha256(b"varsling/recovery-key\x00" + private_key).digest()
+    if len(raw) <= _RECOVERY_CHECKSUM_BYTES or not hmac.compare_digest(
+        checksum, expected[:_RECOVERY_CHECKSUM_BYTES]
+    ):
+        raise CryptoError("the recovery key's checksum fails: it was copied wrongly")
+    _load_private(private_key)
+    return private_key
 
 
 def format_signing_public_key(public_key: bytes) -> str:

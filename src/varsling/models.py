@@ -22,6 +22,8 @@ from varsling.cases.models import (
     IdentityRequest,
     IdentityRequestKey,
     OverdueFlag,
+    RecoveryKey,
+    RecoveryWrap,
     ReporterAccess,
     ReporterLink,
 )
@@ -53,6 +55,8 @@ __all__ = [
     "Membership",
     "Notice",
     "OverdueFlag",
+    "RecoveryKey",
+    "RecoveryWrap",
     "ReporterAccess",
     "ReporterAuditEvent",
     "ReporterLink",

@@ -489,6 +489,7 @@ def test_a_case_with_a_live_retaliation_case_stays_and_cannot_be_discarded(
 
 KEY_TABLES = {
     "case_keys",
+    "recovery_wraps",
     "reporter_access",
     "reporter_sessions",
     "reporter_links",

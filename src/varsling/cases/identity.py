@@ -137,11 +137,7 @@ def _request_key(
 
 
 def _held_key(session: Session, case_id: str, user_id: int, purpose: KeyPurpose) -> CaseKey | None:
-    return session.execute(
-        select(CaseKey).where(
-            CaseKey.case_id == case_id, CaseKey.user_id == user_id, CaseKey.purpose == purpose.value
-        )
-    ).scalar_one_or_none()
+    return keys.held_key(session, case_id, user_id, purpose)
 
 
 def _open_part(key: bytes | None, blob: bytes | None, context: bytes) -> dict[str, Any] | None:
@@ -334,7 +330,7 @@ def custodian_requests(
     """Pending requests on cases where the caller holds the identity key, and the ones
     they decided; never case content (a custodian holds no case key for it)."""
     held = select(CaseKey.case_id).where(
-        CaseKey.user_id == principal.user_id, CaseKey.purpose == KeyPurpose.IDENTITY.value
+        CaseKey.user_id == principal.user_id, keys.current(KeyPurpose.IDENTITY)
     )
     found = session.execute(
         select(IdentityRequest, Case)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from varsling import crypto
@@ -21,8 +21,14 @@ from varsling.cases.models import Case, CaseKey, KeyPurpose
 from varsling.config import Settings
 
 
-def wrap_info(case_id: str, purpose: KeyPurpose, user_id: int) -> bytes:
-    return crypto.wrap_info(case_id, purpose.value, f"user:{user_id}")
+def wrap_info(case_id: str, purpose: KeyPurpose, user_id: int, key_version: int = 1) -> bytes:
+    """HPKE `info` naming the case, the purpose and the recipient's key (id and version).
+
+    Version 1 keeps the older recipient name, so keys wrapped before key
+    versions were recorded still open.
+    """
+    recipient = f"user:{user_id}" if key_version == 1 else f"user:{user_id}/key:{key_version}"
+    return crypto.wrap_info(case_id, purpose.value, recipient)
 
 
 def wrap_for(
@@ -38,15 +44,30 @@ def wrap_for(
     # Callers have left out uncertified keys already; this is the last line.
     if not key_certified(user, verifying_key):
         raise crypto.CryptoError(f"refusing to wrap for the uncertified key of user {user.id}")
+    wrapped_key = crypto.wrap_key(
+        key, user.public_key, info=wrap_info(case_id, purpose, user.id, user.key_version)
+    )
+    # A row left from an older key version (access pending after a reset) is replaced.
+    stale = session.execute(
+        select(CaseKey).where(
+            CaseKey.case_id == case_id,
+            CaseKey.user_id == user.id,
+            CaseKey.purpose == purpose.value,
+        )
+    ).scalar_one_or_none()
+    if stale is not None:
+        stale.wrapped_key = wrapped_key
+        stale.key_version = user.key_version
+        stale.granted_on = today
+        return
     session.add(
         CaseKey(
             case_id=case_id,
             user_id=user.id,
             purpose=purpose.value,
-            wrapped_key=crypto.wrap_key(
-                key, user.public_key, info=wrap_info(case_id, purpose, user.id)
-            ),
+            wrapped_key=wrapped_key,
             granted_on=today,
+            key_version=user.key_version,
         )
     )
 
@@ -55,17 +76,33 @@ def unwrap(wrapped: CaseKey, private_key: bytes) -> bytes:
     return crypto.unwrap_key(
         wrapped.wrapped_key,
         private_key,
-        info=wrap_info(wrapped.case_id, KeyPurpose(wrapped.purpose), wrapped.user_id),
+        info=wrap_info(
+            wrapped.case_id, KeyPurpose(wrapped.purpose), wrapped.user_id, wrapped.key_version
+        ),
     )
 
 
+def current(purpose: KeyPurpose) -> ColumnElement[bool]:
+    """Rows of `purpose` wrapped for their user's current key version (not pending)."""
+    version = select(User.key_version).where(User.id == CaseKey.user_id).scalar_subquery()
+    return (CaseKey.purpose == purpose.value) & (CaseKey.key_version == version)
+
+
+def held_key(session: Session, case_id: str, user_id: int, purpose: KeyPurpose) -> CaseKey | None:
+    """The user's wrapped `purpose` key for the case, if made for their current key."""
+    return session.execute(
+        select(CaseKey).where(
+            CaseKey.case_id == case_id, CaseKey.user_id == user_id, current(purpose)
+        )
+    ).scalar_one_or_none()
+
+
 def holders(session: Session, case_id: str, purpose: KeyPurpose) -> set[int]:
-    """The users who hold a wrapped `purpose` key for the case."""
+    """The users who hold a wrapped `purpose` key for the case, for their current key
+    (someone whose access waits for a re-grant after a reset is not one)."""
     return set(
         session.execute(
-            select(CaseKey.user_id).where(
-                CaseKey.case_id == case_id, CaseKey.purpose == purpose.value
-            )
+            select(CaseKey.user_id).where(CaseKey.case_id == case_id, current(purpose))
         ).scalars()
     )
 

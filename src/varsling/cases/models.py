@@ -117,6 +117,38 @@ class CaseKey(Base):
     purpose: Mapped[str] = mapped_column(String(20))
     wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
     granted_on: Mapped[dt.date] = mapped_column(Date)
+    # The recipient's key version this was wrapped for; bound into the HPKE `info`
+    # (cases/keys.py), so changing it makes the row unreadable, not current. A row
+    # for an older version than the user's certified one is access pending re-grant.
+    key_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+
+class RecoveryKey(Base):
+    """The organisation's recovery public key (the private half is kept offline).
+
+    `certificate` is the installation signing key's signature over the id and
+    the key (its own domain): nothing is wrapped for a key whose certificate fails.
+    """
+
+    __tablename__ = "recovery_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    certificate: Mapped[bytes] = mapped_column(LargeBinary)
+    created_on: Mapped[dt.date] = mapped_column(Date)
+
+
+class RecoveryWrap(Base):
+    """A case's key (DEK or IK) wrapped (HPKE) for the recovery public key."""
+
+    __tablename__ = "recovery_wraps"
+
+    case_id: Mapped[str] = mapped_column(
+        ForeignKey("cases.id", ondelete="CASCADE"), primary_key=True
+    )
+    purpose: Mapped[str] = mapped_column(String(20), primary_key=True)
+    recovery_key_id: Mapped[int] = mapped_column(ForeignKey("recovery_keys.id"), primary_key=True)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class CaseExclusion(Base):

@@ -36,6 +36,7 @@ from varsling.cases.models import (
     IdentityRequest,
     IdentityRequestKey,
     OverdueFlag,
+    RecoveryWrap,
     ReporterAccess,
     ReporterLink,
     Status,
@@ -125,6 +126,7 @@ def delete_case(
     steps: list[Any] = [
         # The keys: wrapped for staff, sealed under the reporter's code and sessions.
         delete(CaseKey).where(CaseKey.case_id == case_id),
+        delete(RecoveryWrap).where(RecoveryWrap.case_id == case_id),
         delete(ReporterAccess).where(ReporterAccess.case_id == case_id),
         delete(ReporterSession).where(ReporterSession.case_id == case_id),
         delete(ReporterLink).where(ReporterLink.case_id == case_id),

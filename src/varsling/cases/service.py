@@ -284,7 +284,7 @@ def is_hex_id(value: str) -> bool:
 
 def readable_cases(principal: StaffPrincipal) -> Select[Case]:
     granted = select(CaseKey.case_id).where(
-        CaseKey.user_id == principal.user_id, CaseKey.purpose == KeyPurpose.CASE.value
+        CaseKey.user_id == principal.user_id, keys.current(KeyPurpose.CASE)
     )
     return select(Case).where(Case.id.in_(granted))
 
@@ -303,13 +303,7 @@ def open_held_case(session: Session, principal: StaffPrincipal, case_id: str) ->
     if not is_hex_id(case_id):
         raise NotFound("No such case.")
     case = session.execute(readable_cases(principal).where(Case.id == case_id)).scalar_one_or_none()
-    wrapped = session.execute(
-        select(CaseKey).where(
-            CaseKey.case_id == case_id,
-            CaseKey.user_id == principal.user_id,
-            CaseKey.purpose == KeyPurpose.CASE.value,
-        )
-    ).scalar_one_or_none()
+    wrapped = keys.held_key(session, case_id, principal.user_id, KeyPurpose.CASE)
     if case is None or wrapped is None:
         raise NotFound("No such case.")
     return OpenCase(case, keys.unwrap(wrapped, principal.private_key))

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from varsling import audit, crypto
 from varsling.accounts.models import Role, User, UserRole
 from varsling.accounts.service import members_by_unit, unit_chain, utcnow
-from varsling.cases import attachments, exclusions, keys, manifest
+from varsling.cases import attachments, exclusions, keys, manifest, recovery
 from varsling.cases import service as cases
 from varsling.cases.models import (
     Case,
@@ -284,6 +284,14 @@ def open_retaliation_case(
         unit_id=unit_id,
         recipients=handlers,
         today=today,
+    )
+    recovery.wrap_for_recovery(
+        session,
+        settings,
+        case_id,
+        case_key=case_key,
+        identity_key=identity_key,
+        actor=audit.REPORTER,
     )
     session.add(
         ReporterLink(

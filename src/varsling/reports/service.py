@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from varsling import audit, crypto, receipts, throttle
 from varsling.accounts.models import ReporterSession, User
 from varsling.accounts.service import purge_expired_sessions, utcnow
-from varsling.cases import attachments, exclusions, identity, keys, manifest
+from varsling.cases import attachments, exclusions, identity, keys, manifest, recovery
 from varsling.cases import service as cases
 from varsling.cases.models import (
     Attachment,
@@ -299,6 +299,14 @@ def submit_report(
         unit_id=routing.unit.id,
         recipients=routing.handlers,
         today=today,
+    )
+    recovery.wrap_for_recovery(
+        session,
+        settings,
+        case_id,
+        case_key=case_key,
+        identity_key=identity_key,
+        actor=audit.REPORTER,
     )
     for user in routing.rejected:
         # In the reporter's chain (the day only): a staff-chain event would time the report.

@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from varsling.web import (
     case_pages,
     report_pages,
+    staff_account_pages,
     staff_admin_pages,
     staff_audit_pages,
     staff_case_pages,
@@ -65,5 +66,6 @@ def install_web(app: FastAPI, settings: Settings) -> None:
     app.include_router(staff_login_pages.router)
     app.include_router(staff_audit_pages.router)
     app.include_router(staff_admin_pages.router)
+    app.include_router(staff_account_pages.router)
     app.include_router(staff_case_pages.router)
     app.include_router(staff_case_subpages.router)

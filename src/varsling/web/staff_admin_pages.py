@@ -24,8 +24,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
+from varsling.accounts import lifecycle, two_factor
 from varsling.accounts import service as accounts
-from varsling.accounts import two_factor
 from varsling.accounts.models import Role, UnitKind
 from varsling.accounts.service import StaffPrincipal, UnitNode
 from varsling.accounts.setup_check import SetupWarnings, setup_warnings
@@ -74,6 +74,10 @@ DONE_TEXTS: Final[Mapping[str, str]] = {
     "units": N_("The units were saved."),
     "email": N_("The email address was saved."),
     "deactivated": N_("The account was deactivated. It can no longer log in."),
+    "password-reset": N_(
+        "The password was reset and the account's sessions were ended. Its cases wait until "
+        "a colleague who holds each one restores the access."
+    ),
     "two-factor-reset": N_(
         "Two-factor login was reset and the account's sessions were ended. The person sets "
         "it up again at their next login."
@@ -124,6 +128,10 @@ REFUSALS: Final[Mapping[str, tuple[str, str]]] = {
         ),
     ),
     "username_taken": ("username", N_("This username is taken. Choose another.")),
+    "inactive_account": (
+        "password",
+        N_("The account is deactivated: a new password would not let it log in."),
+    ),
     "roles": ("roles", N_("Choose at least one role.")),
     "password_short": (
         "password",
@@ -683,6 +691,7 @@ def _account_page(
             "errors": draft.errors,
             "is_self": account.id == principal.user_id,
             "notifications_enabled": settings.notifications_enabled,
+            "min_password": accounts.MIN_PASSWORD_CHARS,
         },
         status_code=_status(draft) if draft.problem else 200,
     )
@@ -818,3 +827,27 @@ async def reset_two_factor(
     return await _change_account(
         request, session, user_id, "two-factor", change, "two-factor-reset"
     )
+
+
+@router.post(
+    "/{lang:lang}/staff/admin/accounts/{user_id}/password-reset", response_class=HTMLResponse
+)
+async def reset_password(
+    request: Request,
+    language: PageLanguage,
+    principal: AdminPage,
+    session: DbSession,
+    user_id: UserId,
+) -> Response:
+    settings = _settings(request)
+    form, csrf_status = await read_staff_form(request, max_fields=10)
+    draft = _draft(form, csrf_status, "password", texts=("password",))
+
+    def change(nested: Session, draft: Draft) -> object:
+        return lifecycle.reset_password(
+            nested, settings, user_id, new_password=draft.value("password"), actor=principal.actor
+        )
+
+    if _attempt(request, language, session, draft, change):
+        return _done(f"/{language}/staff/admin/accounts/{user_id}", "password-reset")
+    return _account_page(request, language, principal, session, user_id, draft)

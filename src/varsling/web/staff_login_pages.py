@@ -113,7 +113,9 @@ def _render_login(
 @router.get("/{lang:lang}/staff/login", response_class=HTMLResponse)
 def login_page(request: Request, language: PageLanguage, notice: str | None = None) -> HTMLResponse:
     return _render_login(
-        request, language, notice=notice if notice in ("ended", "logged-out") else None
+        request,
+        language,
+        notice=notice if notice in ("ended", "logged-out", "password-changed") else None,
     )
 
 

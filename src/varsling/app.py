@@ -16,7 +16,7 @@ from varsling import audit, audit_routes, secrets_binding, statistics_routes
 from varsling.accounts import routes as account_routes
 from varsling.cases import identity_routes
 from varsling.cases import routes as case_routes
-from varsling.config import ConfigError, Settings
+from varsling.config import ConfigError, Settings, load_settings
 from varsling.crypto import CryptoError
 from varsling.db import in_transaction, make_engine, make_sessionmaker
 from varsling.errors import PayloadTooLarge, RefusalEvent, VarslingError, error_body
@@ -236,6 +236,15 @@ def install_error_handlers(app: FastAPI) -> None:
             error_body("internal_error", "Something went wrong; nothing was saved."),
             status_code=500,
         )
+
+
+def create_app_from_environment() -> FastAPI:
+    """The service for one of `varsling serve --workers N`'s processes.
+
+    Settings come from the environment and the secrets file, as for the command
+    that started the workers and already checked them against the database.
+    """
+    return create_app(load_settings())
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -10,6 +10,8 @@ from argon2.exceptions import HashingError
 from argon2.low_level import Type, ffi, hash_secret_raw, lib
 
 from varsling import argon2_memory, crypto
+from varsling.app import create_app
+from varsling.config import Settings
 
 
 def stock(secret: bytes, salt: bytes, t: int, m: int, p: int, length: int) -> bytes:
@@ -180,3 +182,14 @@ def test_a_forked_child_gets_a_fresh_pool() -> None:
     os.close(reader)
     os.waitpid(pid, 0)
     assert answer == b"1" + expected
+
+
+def test_the_concurrency_setting_sizes_the_process_pool(settings: Settings) -> None:
+    before = argon2_memory.pool()
+    try:
+        create_app(settings.model_copy(update={"argon2_concurrency": 3})).state.engine.dispose()
+        assert argon2_memory.pool().slots == 3
+        create_app(settings).state.engine.dispose()  # unset: one per usable CPU
+        assert argon2_memory.pool().slots == argon2_memory.usable_cpus()
+    finally:
+        argon2_memory.configure(before.slots)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from varsling import audit, audit_routes, secrets_binding, statistics_routes
+from varsling import argon2_memory, audit, audit_routes, secrets_binding, statistics_routes
 from varsling.accounts import routes as account_routes
 from varsling.cases import identity_routes
 from varsling.cases import routes as case_routes
@@ -250,6 +250,7 @@ def create_app_from_environment() -> FastAPI:
 def create_app(settings: Settings) -> FastAPI:
     """The service. Refuses to start on unsafe settings (ConfigError)."""
     settings.check()
+    argon2_memory.configure(settings.argon2_concurrency)
     app = VarslingApp(
         title="Varsling",
         version="0.1.0",

@@ -221,6 +221,18 @@ def pool() -> Argon2Memory:
     return _pool
 
 
+def configure(slots: int | None) -> None:
+    """Allow `slots` runs at once from now on (None: one per usable CPU).
+
+    The pool is replaced only when the number changes; runs already in flight finish
+    in the old one.
+    """
+    global _pool
+    wanted = slots if slots is not None else usable_cpus()
+    if wanted != _pool.slots:
+        _pool = Argon2Memory(wanted)
+
+
 def _fresh_pool_in_child() -> None:
     # The buffers are not mapped in a forked child (MADV_DONTFORK), and a slot held by
     # a thread that does not exist there would never come back.

@@ -165,7 +165,7 @@ def test_a_run_never_gets_a_buffer_smaller_than_it_asks_for() -> None:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
 def test_a_forked_child_gets_a_fresh_pool() -> None:
-    # The buffers are not mapped in a child (MADV_DONTFORK): it must not use them.
+    # A slot held by one of the parent's threads would never be given back in the child.
     crypto.argon2id(b"secret", b"saltsalt", crypto.Argon2Params(1, 64, 1))
     expected = stock(b"secret", b"saltsalt", 1, 64, 1, 32)
     reader, writer = os.pipe()

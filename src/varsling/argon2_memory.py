@@ -6,8 +6,8 @@ A stock `argon2.low_level.hash_secret_raw` asks for fresh memory on every call
 Here Argon2 gets its memory through the reference library's allocation
 callbacks (`argon2_context.allocate_cbk` / `free_cbk`, reached through
 argon2-cffi's low-level `ffi` and `core`) from a buffer that was mapped and
-faulted in once, asked for transparent huge pages, kept out of core dumps and
-out of forked children, and wiped after every use.
+faulted in once, asked for transparent huge pages, kept out of core dumps,
+and wiped after every use.
 
 There is one buffer per slot, not per thread, and a semaphore hands out the
 slots: at most `slots` Argon2id runs are in flight in a process (one per usable
@@ -57,7 +57,9 @@ class _Buffer:
         size = -(-size // _PAGE) * _PAGE  # whole pages
         self.size = size
         self._map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        for advice in ("MADV_HUGEPAGE", "MADV_DONTDUMP", "MADV_DONTFORK"):
+        # Not MADV_DONTFORK: a forked child could then map something else at this
+        # address, and this object's unmapping, whenever it came, would hit that.
+        for advice in ("MADV_HUGEPAGE", "MADV_DONTDUMP"):
             if hasattr(mmap, advice):  # Linux; elsewhere the buffer works without them
                 # e.g. a kernel without transparent huge pages: the buffer works without.
                 with contextlib.suppress(OSError):
@@ -234,8 +236,8 @@ def configure(slots: int | None) -> None:
 
 
 def _fresh_pool_in_child() -> None:
-    # The buffers are not mapped in a forked child (MADV_DONTFORK), and a slot held by
-    # a thread that does not exist there would never come back.
+    # A slot held by a thread of the parent's, which does not exist in the child,
+    # would never come back; nor would a lock it held.
     global _pool, _usage, _in_use_lock
     _in_use_lock = threading.Lock()
     _pool = Argon2Memory(_pool.slots)

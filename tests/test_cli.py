@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import socket
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from tests.conftest import TEST_SECRETS, make_settings
 from tests.factories import PASSWORD, login, make_unit, make_user, report
+from varsling import cli
 from varsling.accounts.models import LoginSession
 from varsling.audit import AuditEvent
 
@@ -299,3 +301,28 @@ def test_a_second_serve_on_a_port_in_use_says_so_and_never_says_serving(
     assert server.returncode == 1
     assert f"port {port} is in use" in err
     assert "Serving" not in out
+
+
+def test_every_connection_on_the_listening_socket_has_nagle_off() -> None:
+    # Without TCP_NODELAY an answer written in two parts on a kept-alive connection
+    # waits for the client's delayed ACK (about 40 ms a request).
+    listening = cli._listen("127.0.0.1", 0)
+    port = listening.getsockname()[1]
+    seen: list[int] = []
+
+    class Probe(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            sock = transport.get_extra_info("socket")
+            seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+
+    async def connect_once() -> None:
+        server = await asyncio.get_running_loop().create_server(Probe, sock=listening)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await reader.read()
+        writer.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(connect_once())
+    assert seen == [1]

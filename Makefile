@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format migrate browser-deps deploy-deps screenshots bench clean
+.PHONY: run test lint format migrate browser-deps deploy-deps screenshots bench bench-http bench-load clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -75,6 +75,15 @@ messages: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/latency.py
+
+# A submission and a case-code login over real HTTP (uvicorn) next to a stock Argon2id call;
+# VARSLING_BENCH_DATABASE_URL=postgresql+psycopg://... for a fresh PostgreSQL database.
+bench-http: $(STAMP)
+	cd bench && ../$(BIN)/python argon2_http.py
+
+# 50 reporters and 10 handlers for 60 s against two workers; needs VARSLING_BENCH_DATABASE_URL.
+bench-load: $(STAMP)
+	cd bench && ../$(BIN)/python load.py
 
 # Full-page PNGs of every reporter and staff page (bokmål, 1280 and 375 px) in ./screenshots.
 screenshots: $(STAMP) browser-deps

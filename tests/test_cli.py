@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import socket
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from tests.conftest import TEST_SECRETS, make_settings
 from tests.factories import PASSWORD, login, make_unit, make_user, report
+from varsling import cli
 from varsling.accounts.models import LoginSession
 from varsling.audit import AuditEvent
 
@@ -199,7 +201,7 @@ def test_migrate_on_a_new_database_says_it_created_the_schema(tmp_path: Path) ->
     assert again.stdout.startswith("Database is up to date (revision ")
 
 
-def _serve(database_url: str, port: int) -> subprocess.Popen[str]:
+def _serve(database_url: str, port: int, *options: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VARSLING_")}
     env.update({f"VARSLING_{name.upper()}": value for name, value in TEST_SECRETS.items()})
     env.update(
@@ -208,7 +210,7 @@ def _serve(database_url: str, port: int) -> subprocess.Popen[str]:
         VARSLING_ENVIRONMENT="development",
     )
     return subprocess.Popen(
-        [sys.executable, "-m", "varsling", "serve", "--port", str(port)],
+        [sys.executable, "-m", "varsling", "serve", "--port", str(port), *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -237,6 +239,54 @@ def test_serve_says_serving_once_the_port_is_bound_and_answers_head(database_url
     finally:
         server.terminate()
         server.communicate(timeout=30)
+
+
+def test_serve_with_two_workers_answers_from_two_processes_and_stops_them(
+    database_url: str,
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = _serve(database_url, port, "--workers", "2")
+    try:
+        assert server.stdout is not None
+        line = ""
+        while "Serving" not in line:
+            line = server.stdout.readline()
+            assert line or server.poll() is None, server.stderr.read() if server.stderr else ""
+        assert (
+            line.strip() == f"Serving Varsling on http://127.0.0.1:{port} with 2 worker processes"
+        )
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/units", timeout=60) as answer:
+            assert answer.status == 200
+        workers = [p for p in _children(server.pid) if "spawn_main" in _cmdline(p)]
+        assert len(workers) == 2
+    finally:
+        server.terminate()
+        server.communicate(timeout=60)
+    assert server.returncode == 0
+    assert not [p for p in workers if Path(f"/proc/{p}").exists()]
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(
+                line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line
+            )
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(pid):
+            found.append(int(status.parent.name))
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
 
 
 def test_a_second_serve_on_a_port_in_use_says_so_and_never_says_serving(
@@ -275,3 +325,28 @@ def test_an_email_address_is_given_at_creation_changed_and_cleared(database_url:
     assert changed.stdout.strip() == f"{user_id}\thanne\thanne@staff.example.org"
     cleared = _varsling(database_url, "user", "set-email", user_id, "--clear")
     assert cleared.stdout.strip() == f"{user_id}\thanne\t(no email)"
+
+
+def test_every_connection_on_the_listening_socket_has_nagle_off() -> None:
+    # Without TCP_NODELAY an answer written in two parts on a kept-alive connection
+    # waits for the client's delayed ACK (about 40 ms a request).
+    listening = cli._listen("127.0.0.1", 0)
+    port = listening.getsockname()[1]
+    seen: list[int] = []
+
+    class Probe(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            sock = transport.get_extra_info("socket")
+            seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+
+    async def connect_once() -> None:
+        server = await asyncio.get_running_loop().create_server(Probe, sock=listening)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await reader.read()
+        writer.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(connect_once())
+    assert seen == [1]

@@ -15,12 +15,12 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from varsling import audit, audit_routes, secrets_binding, statistics_routes
+from varsling import argon2_memory, audit, audit_routes, secrets_binding, statistics_routes
 from varsling.accounts import lifecycle_routes
 from varsling.accounts import routes as account_routes
 from varsling.cases import identity_routes
 from varsling.cases import routes as case_routes
-from varsling.config import ConfigError, Settings
+from varsling.config import ConfigError, Settings, load_settings
 from varsling.crypto import CryptoError
 from varsling.db import in_transaction, make_engine, make_sessionmaker
 from varsling.errors import PayloadTooLarge, RefusalEvent, VarslingError, error_body
@@ -324,9 +324,19 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
 
+def create_app_from_environment() -> FastAPI:
+    """The service for one of `varsling serve --workers N`'s processes.
+
+    Settings come from the environment and the secrets file, as for the command
+    that started the workers and already checked them against the database.
+    """
+    return create_app(load_settings())
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The service. Refuses to start on unsafe settings (ConfigError)."""
     settings.check()
+    argon2_memory.configure(settings.argon2_concurrency)
     app = VarslingApp(
         title="Varsling",
         version="0.1.0",

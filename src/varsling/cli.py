@@ -307,6 +307,14 @@ def _verify_restored(settings: Settings, given: audit.Checkpoint | None) -> None
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Worker processes sharing the port (each runs at most one Argon2id per "
+            "usable CPU at a time).",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the API and the reporter pages (secrets are generated for an empty database)."""
     import uvicorn
@@ -324,22 +332,36 @@ def serve(
     _warn_about_missing_email(settings)
     listening = _listen(host, port)
     # No access log: it would record reporters' IP addresses and user agents.
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "access_log": False,
+        "proxy_headers": False,
+        "server_header": False,
+    }
+    if workers == 1:
+        typer.echo(f"Serving Varsling on http://{host}:{port}")
+        uvicorn.Server(uvicorn.Config(application, **options)).run(sockets=[listening])
+        return
+    from uvicorn.supervisors import Multiprocess
+
+    # Each worker is a fresh process that builds its own app from the same environment
+    # and secrets file, checked above (and again by create_app in the worker).
+    application.state.engine.dispose()
     config = uvicorn.Config(
-        application,
-        host=host,
-        port=port,
-        access_log=False,
-        proxy_headers=False,
-        server_header=False,
+        "varsling.app:create_app_from_environment", factory=True, workers=workers, **options
     )
-    typer.echo(f"Serving Varsling on http://{host}:{port}")
-    uvicorn.Server(config).run(sockets=[listening])
+    typer.echo(f"Serving Varsling on http://{host}:{port} with {workers} worker processes")
+    Multiprocess(config, sockets=[listening]).run()
 
 
 def _listen(host: str, port: int) -> socket.socket:
     """The listening socket, bound before anything says "Serving"."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listening = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose
+    # protocol says TCP, and without that every answer on a kept-alive connection waited
+    # some 40 ms for a delayed ACK.
+    listening = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         listening.bind((host, port))

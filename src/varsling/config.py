@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(default=3, ge=1, le=ARGON2_MAX_TIME_COST)
     argon2_memory_kib: int = Field(default=65536, ge=8, le=ARGON2_MAX_MEMORY_KIB)
     argon2_parallelism: int = Field(default=1, ge=1, le=ARGON2_MAX_PARALLELISM)
+    # At most this many Argon2id runs at once in a process, each with a reused buffer of
+    # argon2_memory_kib (argon2_memory.py); unset: one per usable CPU.
+    argon2_concurrency: int | None = Field(default=None, ge=1, le=256)
 
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
 

@@ -19,13 +19,14 @@ import struct
 import unicodedata
 from dataclasses import dataclass
 
-from argon2.low_level import Type, hash_secret_raw
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, hpke
 from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.twofactor.totp import TOTP
+
+from varsling import argon2_memory
 
 KEY_BYTES = 32
 _V1 = b"\x01"
@@ -163,17 +164,14 @@ class Argon2Params:
 
 
 def argon2id(secret: bytes, salt: bytes, params: Argon2Params, length: int = KEY_BYTES) -> bytes:
-    """Raw Argon2id output."""
-    return bytes(
-        hash_secret_raw(
-            secret=secret,
-            salt=salt,
-            time_cost=params.time_cost,
-            memory_cost=params.memory_kib,
-            parallelism=params.parallelism,
-            hash_len=length,
-            type=Type.ID,
-        )
+    """Raw Argon2id output, with its memory from the process's bounded pool of buffers."""
+    return argon2_memory.pool().hash_raw(
+        secret,
+        salt,
+        time_cost=params.time_cost,
+        memory_kib=params.memory_kib,
+        parallelism=params.parallelism,
+        length=length,
     )
 
 

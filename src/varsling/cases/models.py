@@ -9,6 +9,7 @@ from sqlalchemy import (
     Boolean,
     Date,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -73,6 +74,12 @@ class EntryKind(enum.StrEnum):
 
 class Case(Base):
     __tablename__ = "cases"
+    # The case list's order within each rank (cases/service.list_cases): a page is
+    # read from an index, not sorted from every case the caller holds.
+    __table_args__ = (
+        Index("ix_cases_priority_received_on_id", "priority", "received_on", "id"),
+        Index("ix_cases_received_on_id", "received_on", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"), index=True)
@@ -109,7 +116,11 @@ class CaseKey(Base):
     """A case key wrapped (HPKE) for one user's public key."""
 
     __tablename__ = "case_keys"
-    __table_args__ = (UniqueConstraint("case_id", "user_id", "purpose"),)
+    __table_args__ = (
+        UniqueConstraint("case_id", "user_id", "purpose"),
+        # The cases a user holds a key to (every case list and count starts here).
+        Index("ix_case_keys_user_id_purpose_case_id", "user_id", "purpose", "case_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     case_id: Mapped[str] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)

@@ -10,8 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, and_, not_, or_, select
-from sqlalchemy import case as sql_case
+from sqlalchemy import Select, and_, func, not_, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from varsling import audit, crypto
@@ -445,11 +444,7 @@ def case_query(
 class CasePage:
     items: list[dict[str, Any]]
     next: str | None  # where the next page starts; None on the last page
-
-
-def _rank() -> Any:
-    """Retaliation cases (high priority) first."""
-    return sql_case((Case.priority == Priority.HIGH.value, 0), else_=1)
+    total: int  # every case the filters let through, on all pages
 
 
 def _is_overdue(today: dt.date) -> Any:
@@ -460,57 +455,79 @@ def _is_overdue(today: dt.date) -> Any:
     )
 
 
+def _filters(principal: StaffPrincipal, today: dt.date, query: CaseQuery) -> list[Any]:
+    """The conditions of the caller's filtered list, paging aside."""
+    granted = select(CaseKey.case_id).where(
+        CaseKey.user_id == principal.user_id, CaseKey.purpose == KeyPurpose.CASE.value
+    )
+    conditions: list[Any] = [Case.id.in_(granted)]
+    if query.status is not None:
+        conditions.append(Case.status == query.status.value)
+    if query.unit_id is not None:
+        conditions.append(Case.unit_id == query.unit_id)
+    if query.category is not None:
+        conditions.append(Case.category == query.category.value)
+    if query.overdue is not None:
+        late = _is_overdue(today)
+        conditions.append(late if query.overdue else not_(late))
+    return conditions
+
+
+# Retaliation cases (high priority) come first: rank 0, every other case rank 1.
+# Each rank is read on its own, ordered by (received_on, id), so an index on
+# (priority, received_on, id) or (received_on, id) gives a page without sorting
+# every case the caller holds.
+_RANKS = (
+    (0, Case.priority == Priority.HIGH.value),
+    (1, Case.priority != Priority.HIGH.value),
+)
+
+
+def _cursor(case: Case) -> str:
+    rank = 0 if case.priority == Priority.HIGH.value else 1
+    return f"{rank}.{case.received_on.isoformat()}.{case.id}"
+
+
 def list_cases(
     session: Session,
     principal: StaffPrincipal,
     today: dt.date,
     query: CaseQuery | None = None,
 ) -> CasePage:
-    """The caller's cases, retaliation cases first, filtered and one page at a time.
+    """The caller's cases, retaliation cases first, filtered and one page at a time,
+    with the number of cases the filters let through.
 
     `declared` says which are open to them. Paging is by position (keyset), so a
-    case added meanwhile never shifts a page.
+    case added meanwhile never shifts a page. A page costs one query per rank it
+    spans and one count; nothing is decrypted.
     """
     query = query or CaseQuery()
-    rank = _rank()
-    select_cases = readable_cases(principal)
-    if query.status is not None:
-        select_cases = select_cases.where(Case.status == query.status.value)
-    if query.unit_id is not None:
-        select_cases = select_cases.where(Case.unit_id == query.unit_id)
-    if query.category is not None:
-        select_cases = select_cases.where(Case.category == query.category.value)
-    if query.overdue is not None:
-        late = _is_overdue(today)
-        select_cases = select_cases.where(late if query.overdue else not_(late))
-    if query.after is not None:
-        after_rank, after_day, after_id = query.after
-        select_cases = select_cases.where(
-            or_(
-                rank > after_rank,
-                and_(
-                    rank == after_rank,
-                    or_(
-                        Case.received_on > after_day,
-                        and_(Case.received_on == after_day, Case.id > after_id),
-                    ),
-                ),
-            )
-        )
-    ordered = select_cases.order_by(rank, Case.received_on, Case.id)
-    if query.limit is not None:
-        ordered = ordered.limit(query.limit + 1)
-    found = list(session.execute(ordered).scalars())
+    conditions = _filters(principal, today, query)
+    wanted = None if query.limit is None else query.limit + 1  # one more: is there a next?
+    found: list[Case] = []
+    for rank, in_rank in _RANKS:
+        if wanted is not None and len(found) >= wanted:
+            break
+        where = [*conditions, in_rank]
+        if query.after is not None:
+            after_rank, after_day, after_id = query.after
+            if rank < after_rank:
+                continue
+            if rank == after_rank:
+                where.append(tuple_(Case.received_on, Case.id) > tuple_(after_day, after_id))
+        select_page = select(Case).where(*where).order_by(Case.received_on, Case.id)
+        if wanted is not None:
+            select_page = select_page.limit(wanted - len(found))
+        found += session.execute(select_page).scalars()
     more = query.limit is not None and len(found) > query.limit
     found = found[: query.limit]
-    declared = declarations.declared_cases(session, principal.user_id)
+    total = session.scalar(select(func.count()).select_from(Case).where(*conditions)) or 0
+    declared = declarations.declared_cases(
+        session, principal.user_id, case_ids=[c.id for c in found]
+    )
     items = [{**case_summary(c, today), "declared": c.id in declared} for c in found]
-    next_cursor = None
-    if more and found:
-        last = found[-1]
-        last_rank = 0 if last.priority == Priority.HIGH.value else 1
-        next_cursor = f"{last_rank}.{last.received_on.isoformat()}.{last.id}"
-    return CasePage(items, next_cursor)
+    next_cursor = _cursor(found[-1]) if more and found else None
+    return CasePage(items, next_cursor, total)
 
 
 def case_units(session: Session, principal: StaffPrincipal) -> list[tuple[int, str]]:

@@ -251,3 +251,34 @@ def test_a_second_serve_on_a_port_in_use_says_so_and_never_says_serving(
     assert server.returncode == 1
     assert f"port {port} is in use" in err
     assert "Serving" not in out
+
+
+def test_serve_answers_without_nagle_delay_on_kept_alive_connections() -> None:
+    """The served sockets have TCP_NODELAY: with Nagle's algorithm on, each answer on a
+    kept-alive connection waited ~40 ms for the client's delayed ACK."""
+    import asyncio
+
+    from varsling import cli
+
+    listening = cli._listen("127.0.0.1", 0)
+    port = listening.getsockname()[1]
+    seen: list[int] = []
+
+    async def exchange() -> None:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted = writer.get_extra_info("socket")
+            seen.append(accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        # As uvicorn serves the socket `varsling serve` hands it.
+        server = await asyncio.start_server(answer, sock=listening)
+        async with server:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            for _ in range(100):
+                if seen:
+                    break
+                await asyncio.sleep(0.05)
+            writer.close()
+
+    asyncio.run(exchange())
+    assert seen and seen[0] != 0

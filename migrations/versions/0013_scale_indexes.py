@@ -4,10 +4,12 @@ Revision ID: 0013
 Revises: 0010
 Create Date: 2026-12-03
 
-The case list reads the cases a user holds a key to, a rank at a time, in
-(received_on, id) order (cases/service.list_cases): these indexes let a page
-of 50 come from an index walk instead of sorting every case the user holds,
-and the count read only index entries for the user's keys.
+The case list reads the cases a user holds a key to a rank (priority) at a
+time, in (received_on, id) order (cases/service.list_cases). With these
+indexes a page of 50 comes from an index walk, with or without a status,
+category or unit filter, instead of a sort of every case the user holds; a
+filtered count starts from its filter's index, and the plain count reads only
+the index entries of the user's keys.
 """
 
 from collections.abc import Sequence
@@ -19,18 +21,23 @@ down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+_CASE_INDEXES = {
+    "ix_cases_priority_received_on_id": ["priority", "received_on", "id"],
+    "ix_cases_status_rank": ["status", "priority", "received_on", "id"],
+    "ix_cases_category_rank": ["category", "priority", "received_on", "id"],
+    "ix_cases_unit_rank": ["unit_id", "priority", "received_on", "id"],
+}
+
 
 def upgrade() -> None:
     op.create_index(
         "ix_case_keys_user_id_purpose_case_id", "case_keys", ["user_id", "purpose", "case_id"]
     )
-    op.create_index(
-        "ix_cases_priority_received_on_id", "cases", ["priority", "received_on", "id"]
-    )
-    op.create_index("ix_cases_received_on_id", "cases", ["received_on", "id"])
+    for name, columns in _CASE_INDEXES.items():
+        op.create_index(name, "cases", columns)
 
 
 def downgrade() -> None:
-    op.drop_index("ix_cases_received_on_id", table_name="cases")
-    op.drop_index("ix_cases_priority_received_on_id", table_name="cases")
+    for name in reversed(list(_CASE_INDEXES)):
+        op.drop_index(name, table_name="cases")
     op.drop_index("ix_case_keys_user_id_purpose_case_id", table_name="case_keys")

@@ -74,11 +74,14 @@ class EntryKind(enum.StrEnum):
 
 class Case(Base):
     __tablename__ = "cases"
-    # The case list's order within each rank (cases/service.list_cases): a page is
-    # read from an index, not sorted from every case the caller holds.
+    # The case list's order within each rank (cases/service.list_cases), alone and
+    # behind each filter's column: a page is read from an index, not sorted from
+    # every case the caller holds, and a filtered count starts from its filter.
     __table_args__ = (
         Index("ix_cases_priority_received_on_id", "priority", "received_on", "id"),
-        Index("ix_cases_received_on_id", "received_on", "id"),
+        Index("ix_cases_status_rank", "status", "priority", "received_on", "id"),
+        Index("ix_cases_category_rank", "category", "priority", "received_on", "id"),
+        Index("ix_cases_unit_rank", "unit_id", "priority", "received_on", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)

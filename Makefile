@@ -76,6 +76,13 @@ messages: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/latency.py
 
+.PHONY: bench-cases bench-audit
+bench-cases: $(STAMP)
+	$(BIN)/python bench/case_list.py
+
+bench-audit: $(STAMP)
+	$(BIN)/python bench/audit_scale.py
+
 # Full-page PNGs of every reporter and staff page (bokmål, 1280 and 375 px) in ./screenshots.
 screenshots: $(STAMP) browser-deps
 	VARSLING_SCREENSHOT_DIR=screenshots $(BIN)/pytest -q tests/browser/test_screenshots.py

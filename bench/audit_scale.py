@@ -106,7 +106,9 @@ def grow(session: Session, events: int, rng: random.Random) -> None:
             reporter_rows.clear()
         for head in (staff_head, reporter_head):
             session.execute(
-                update(AuditHead).where(AuditHead.id == head.id).values(seq=head.seq, hash=head.hash)
+                update(AuditHead)
+                .where(AuditHead.id == head.id)
+                .values(seq=head.seq, hash=head.hash)
             )
 
     for number in range(events):
@@ -191,16 +193,16 @@ def append_latency(url: str, runs: int) -> list[float]:
 
 def verify_cli_rusage(env: dict[str, str]) -> tuple[float, float, str]:
     """Like verify_cli, reaping the child with os.wait4 to read its own peak RSS."""
-    out_file = tempfile.TemporaryFile(mode="w+")
-    start = time.perf_counter()
-    process = subprocess.Popen(
-        [varsling(), "audit", "verify"], env=env, stdout=out_file, stderr=subprocess.STDOUT
-    )
-    _, status, usage = os.wait4(process.pid, 0)
-    elapsed = time.perf_counter() - start
-    process.returncode = os.waitstatus_to_exitcode(status)
-    out_file.seek(0)
-    output = out_file.read().strip()
+    with tempfile.TemporaryFile(mode="w+") as out_file:
+        start = time.perf_counter()
+        process = subprocess.Popen(
+            [varsling(), "audit", "verify"], env=env, stdout=out_file, stderr=subprocess.STDOUT
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+        elapsed = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out_file.seek(0)
+        output = out_file.read().strip()
     if process.returncode != 0:
         raise SystemExit(f"varsling audit verify failed: {output}")
     # ru_maxrss is in KiB on Linux.

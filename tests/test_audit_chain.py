@@ -89,7 +89,10 @@ def test_the_verifier_s_event_bytes_are_exactly_the_hashed_canonical_json(
         42, staff["occurred"], staff["actor"], staff["action"], case_id, details
     ) == canonical(staff)
     reporter = reporter_fields(
-        seq=9, day="2026-12-03", action="case.submitted", case_id=case_id,
+        seq=9,
+        day="2026-12-03",
+        action="case.submitted",
+        case_id=case_id,
         details=json.loads(details),
     )
     assert reporter_event_bytes(9, "2026-12-03", "case.submitted", case_id, details) == canonical(
@@ -100,11 +103,16 @@ def test_the_verifier_s_event_bytes_are_exactly_the_hashed_canonical_json(
 def test_event_bytes_of_values_that_are_not_text_follow_the_general_encoder() -> None:
     """A database writer's non-text value is encoded as chain_hash() would encode it."""
     fields = staff_fields(
-        seq=3, occurred="t", actor="system", action="x", case_id=17, details={"a": 1}  # type: ignore[arg-type]
+        seq=3,
+        occurred="t",
+        actor="system",
+        action="x",
+        case_id=17,
+        details={"a": 1},  # type: ignore[arg-type]
     )
     assert staff_event_bytes(3, "t", "system", "x", 17, '{"a": 1}') == canonical(fields)  # type: ignore[arg-type]
     for broken in ("", "{", "{} trailing", "NaN garbage"):
-        with pytest.raises(ValueError):
+        with pytest.raises(json.JSONDecodeError):
             staff_event_bytes(3, "t", "system", "x", None, broken)
 
 

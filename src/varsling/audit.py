@@ -11,11 +11,11 @@ the chain's lock, and a rollback drops the events with the action.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import hashlib
-from collections.abc import Callable, Iterator
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Integer, Result, String, Text, event, func, select
 from sqlalchemy.orm import Mapped, Session, SessionTransaction, mapped_column
@@ -28,11 +28,11 @@ from varsling.audit_chain import (
     Checkpoint,
     chain_hash,
     checkpoint_line,
-    reporter_event_bytes,
-    staff_event_bytes,
     export_line,
+    reporter_event_bytes,
     reporter_fields,
     sign_checkpoint,
+    staff_event_bytes,
     staff_fields,
 )
 from varsling.db import Base
@@ -362,7 +362,8 @@ def _verify_chain(
     expected = 1
     count = 0
     with rows_of(session, head.seq) as rows:
-        for seq, event_hash, *hashed in rows:
+        for row in cast("Iterable[Sequence[Any]]", rows):
+            seq, event_hash, hashed = row[0], row[1], row[2:]
             count += 1
             if seq != expected:
                 return ChainVerification(

@@ -17,7 +17,7 @@ import base64
 import binascii
 import datetime as dt
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,12 +95,10 @@ _json_string = json.encoder.encode_basestring
 # The C scanner and encoder json.loads and _CANONICAL.encode use, called without
 # their per-call Python wrapping. No circular-reference markers: what json parsed
 # cannot refer to itself.
-_scan_json = json.scanner.make_scanner(json.JSONDecoder())
+_scan_json: Callable[[str, int], tuple[Any, int]] = vars(json.JSONDecoder())["scan_once"]
 _c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
 _encode_parsed = (
-    _c_make_encoder(
-        None, _CANONICAL.default, _json_string, None, ":", ",", True, False, True
-    )
+    _c_make_encoder(None, _CANONICAL.default, _json_string, None, ":", ",", True, False, True)
     if _c_make_encoder is not None
     else None
 )
@@ -131,13 +129,11 @@ def staff_event_bytes(
     try:
         if seq.__class__ is not int:
             raise TypeError(seq)
-        text = '{"action":%s,"actor":%s,"case_id":%s,"details":%s,"occurred":%s,"seq":%d}' % (
-            _json_string(action),
-            _json_string(actor),
-            "null" if case_id is None else _json_string(case_id),
-            _json_details(details),
-            _json_string(occurred),
-            seq,
+        text = (
+            f'{{"action":{_json_string(action)},"actor":{_json_string(actor)},'
+            f'"case_id":{"null" if case_id is None else _json_string(case_id)},'
+            f'"details":{_json_details(details)},"occurred":{_json_string(occurred)},'
+            f'"seq":{seq}}}'
         )
     except TypeError:
         # A value that is not text (a database writer's doing): the general encoder
@@ -162,12 +158,11 @@ def reporter_event_bytes(
     try:
         if seq.__class__ is not int:
             raise TypeError(seq)
-        text = '{"action":%s,"case_id":%s,"chain":"reporter","day":%s,"details":%s,"seq":%d}' % (
-            _json_string(action),
-            "null" if case_id is None else _json_string(case_id),
-            _json_string(day),
-            _json_details(details),
-            seq,
+        text = (
+            f'{{"action":{_json_string(action)},'
+            f'"case_id":{"null" if case_id is None else _json_string(case_id)},'
+            f'"chain":"reporter","day":{_json_string(day)},'
+            f'"details":{_json_details(details)},"seq":{seq}}}'
         )
     except TypeError:
         return canonical(

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import func, insert, select
+from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.orm import Session
 
 from varsling import crypto
@@ -334,22 +334,9 @@ def measure(base: str, username: str, runs: int, cursors: list[str], units: list
     print(f"  target: p95 < {TARGET_MS:.0f} ms for a page of {PAGE}")
 
 
-def run(url: str, label: str, folder: Path, n: int, runs: int) -> None:
-    secrets_file = folder / f"secrets-{label}.env"
-    env = environment(url, secrets_file)
-    subprocess.run(varsling("migrate", env=env), env=env, check=True, stdout=subprocess.DEVNULL)
-    settings = Settings(
-        environment="development",
-        database_url=url,
-        secrets_file=secrets_file,
-        **SECRETS,  # type: ignore[arg-type]
-        **FAST_ARGON2,  # type: ignore[arg-type]
-    )
-    engine = make_engine(url)
-    started = time.perf_counter()
+def build(engine: Engine, settings: Settings, n: int) -> list[int]:
+    """Units, the handler and `n` cases held by the handler; the units' ids."""
     with make_sessionmaker(engine).begin() as session:
-        if session.scalar(select(func.count()).select_from(Case)):
-            raise SystemExit(f"{label}: the database holds cases already; give a fresh one.")
         national = accounts.create_unit(session, name="Sentralt")
         county = accounts.create_unit(
             session, name="Vestland", parent_id=national.id, kind="county"
@@ -371,6 +358,35 @@ def run(url: str, label: str, folder: Path, n: int, runs: int) -> None:
     with make_sessionmaker(engine).begin() as session:
         handler = session.get_one(User, handler.id)
         build_cases(session, settings, handler, units, n)
+    return units
+
+
+def run(url: str, label: str, folder: Path, n: int, runs: int, reuse: bool) -> None:
+    secrets_file = folder / f"secrets-{label}.env"
+    env = environment(url, secrets_file)
+    subprocess.run(varsling("migrate", env=env), env=env, check=True, stdout=subprocess.DEVNULL)
+    settings = Settings(
+        environment="development",
+        database_url=url,
+        secrets_file=secrets_file,
+        **SECRETS,  # type: ignore[arg-type]
+        **FAST_ARGON2,  # type: ignore[arg-type]
+    )
+    engine = make_engine(url)
+    started = time.perf_counter()
+    with make_sessionmaker(engine).begin() as session:
+        held = session.scalar(select(func.count()).select_from(Case))
+        existing = session.scalars(select(User).where(User.username == "hanne")).first()
+    if held and not (reuse and existing is not None and held == n):
+        raise SystemExit(f"{label}: the database holds cases already; give a fresh one.")
+    if held and existing is not None:
+        # --reuse: this bench's own data set from an earlier run, measured again.
+        with make_sessionmaker(engine).begin() as session:
+            units = sorted(set(session.scalars(select(Case.unit_id).distinct())))
+        print(f"{label}: reusing the {held} cases an earlier run built")
+    else:
+        units = build(engine, settings, n)
+        print(f"{label}: built {n} cases in {time.perf_counter() - started:.0f} s")
     with make_sessionmaker(engine).begin() as session:
         # Cursors spread through the list, as a client following `next` would hold them.
         ordered = list(
@@ -390,7 +406,6 @@ def run(url: str, label: str, folder: Path, n: int, runs: int) -> None:
             connection.exec_driver_sql("ANALYZE")
             connection.commit()
     engine.dispose()
-    print(f"{label}: built {n} cases in {time.perf_counter() - started:.0f} s")
     with served(env) as base:
         measure(base, "hanne", runs, cursors, units)
 
@@ -400,16 +415,19 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=200, help="pages timed per kind")
     parser.add_argument("--only", choices=("sqlite", "postgresql"))
+    parser.add_argument(
+        "--reuse", action="store_true", help="PostgreSQL: measure the data set an earlier run built"
+    )
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores, {cpu_model()}")
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         if args.only != "postgresql":
-            run(f"sqlite:///{folder / 'bench.db'}", "SQLite", folder, args.cases, args.runs)
+            run(f"sqlite:///{folder / 'bench.db'}", "SQLite", folder, args.cases, args.runs, False)
         pg = os.environ.get("VARSLING_BENCH_DATABASE_URL")
         if args.only != "sqlite":
             if pg:
-                run(pg, "PostgreSQL", folder, args.cases, args.runs)
+                run(pg, "PostgreSQL", folder, args.cases, args.runs, args.reuse)
             else:
                 print("PostgreSQL: skipped (set VARSLING_BENCH_DATABASE_URL to a fresh database)")
 

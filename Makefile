@@ -84,6 +84,12 @@ bench-http: $(STAMP)
 # 50 reporters and 10 handlers for 60 s against two workers; needs VARSLING_BENCH_DATABASE_URL.
 bench-load: $(STAMP)
 	cd bench && ../$(BIN)/python load.py
+.PHONY: bench-cases bench-audit
+bench-cases: $(STAMP)
+	$(BIN)/python bench/case_list.py
+
+bench-audit: $(STAMP)
+	$(BIN)/python bench/audit_scale.py
 
 # Full-page PNGs of every reporter and staff page (bokmål, 1280 and 375 px) in ./screenshots.
 screenshots: $(STAMP) browser-deps

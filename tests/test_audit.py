@@ -385,3 +385,37 @@ def test_events_queued_before_any_sql_are_dropped_by_rollback_and_close(db: Sess
 
     assert db.scalars(select(AuditEvent.action)).all() == ["unit.created"]
     assert db.scalar(select(func.count()).select_from(ReporterAuditEvent)) == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ("UPDATE audit_events SET details = '{\"x\": 1}' WHERE seq = :s", "does not match"),
+        ("UPDATE audit_events SET details = 'not json' WHERE seq = :s", "is malformed"),
+        ("DELETE FROM audit_events WHERE seq = :s", "is missing"),
+        ("UPDATE audit_reporter_events SET day = '2001-01-01' WHERE seq = :s", "does not match"),
+    ],
+)
+def test_streaming_in_small_batches_finds_what_one_batch_finds(
+    client: TestClient,
+    db: Session,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    change: str,
+    reason: str,
+) -> None:
+    """verify() reads the chains a batch at a time; where a batch ends changes nothing."""
+    _busy_case(client, db, settings)
+    whole = audit.verify(db)
+    monkeypatch.setattr(audit, "_WALK_BATCH", 2)
+    assert audit.verify(db) == whole
+    assert whole.ok
+    with unguarded(db):
+        db.execute(text(change), {"s": 3})
+    monkeypatch.setattr(audit, "_WALK_BATCH", 5000)
+    in_one = audit.verify(db)
+    monkeypatch.setattr(audit, "_WALK_BATCH", 2)
+    in_pairs = audit.verify(db)
+    assert in_pairs == in_one
+    assert (in_one.ok, in_one.first_bad) == (False, 3)
+    assert reason in in_one.reason

@@ -11,12 +11,13 @@ the chain's lock, and a rollback drops the events with the action.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Integer, String, Text, event, func, select
+from sqlalchemy import Integer, Result, String, Text, event, func, select
 from sqlalchemy.orm import Mapped, Session, SessionTransaction, mapped_column
 
 from varsling import crypto
@@ -28,8 +29,10 @@ from varsling.audit_chain import (
     chain_hash,
     checkpoint_line,
     export_line,
+    reporter_event_bytes,
     reporter_fields,
     sign_checkpoint,
+    staff_event_bytes,
     staff_fields,
 )
 from varsling.db import Base
@@ -42,8 +45,9 @@ SYSTEM = "system"
 STAFF_HEAD = 1
 REPORTER_HEAD = 2
 _PENDING = "varsling.audit.pending"
-# Rows read at a time when walking or exporting a chain.
+# Rows read at a time when exporting a chain, and when verifying one.
 _BATCH = 1000
+_WALK_BATCH = 5000
 
 
 class AuditEvent(Base):
@@ -299,10 +303,44 @@ def _head(session: Session, head_id: int) -> AuditHead | None:
     ).scalar_one_or_none()
 
 
-def _fields_of(row: AuditEvent | ReporterAuditEvent) -> dict[str, Any]:
-    if isinstance(row, AuditEvent):
-        return _staff_fields(row)
-    return _reporter_fields(row)
+def _staff_rows(session: Session, up_to: int) -> Result[Any]:
+    return session.connection().execute(
+        select(
+            AuditEvent.seq,
+            AuditEvent.hash,
+            AuditEvent.occurred,
+            AuditEvent.actor,
+            AuditEvent.action,
+            AuditEvent.case_id,
+            AuditEvent.details,
+        )
+        .where(AuditEvent.seq <= up_to)
+        .order_by(AuditEvent.seq)
+        .execution_options(yield_per=_WALK_BATCH)
+    )
+
+
+def _reporter_rows(session: Session, up_to: int) -> Result[Any]:
+    return session.connection().execute(
+        select(
+            ReporterAuditEvent.seq,
+            ReporterAuditEvent.hash,
+            ReporterAuditEvent.day,
+            ReporterAuditEvent.action,
+            ReporterAuditEvent.case_id,
+            ReporterAuditEvent.details,
+        )
+        .where(ReporterAuditEvent.seq <= up_to)
+        .order_by(ReporterAuditEvent.seq)
+        .execution_options(yield_per=_WALK_BATCH)
+    )
+
+
+# Per chain: its rows (seq and hash first, then what the hash covers) and their bytes.
+_WALKS: dict[str, tuple[Callable[[Session, int], Result[Any]], Callable[..., bytes]]] = {
+    STAFF_CHAIN: (_staff_rows, staff_event_bytes),
+    REPORTER_CHAIN: (_reporter_rows, reporter_event_bytes),
+}
 
 
 def _verify_chain(
@@ -314,33 +352,34 @@ def _verify_chain(
     if head is None:
         count = session.scalar(select(func.count()).select_from(model)) or 0
         return ChainVerification(chain, False, count, 1, "the chain's head row is missing")
-    previous = GENESIS_HASH
+    # Streamed as plain rows (Core, a server-side cursor on PostgreSQL), one batch in
+    # memory at a time, so a million events are walked in constant memory; each
+    # event's canonical bytes are written out directly (the same bytes chain_hash()
+    # hashes: tests/test_audit_chain.py holds them to it).
+    rows_of, event_bytes = _WALKS[chain]
+    sha256 = hashlib.sha256
+    previous = bytes.fromhex(GENESIS_HASH)
     expected = 1
     count = 0
-    rows = cast(
-        "Iterable[AuditEvent | ReporterAuditEvent]",
-        session.scalars(
-            select(model)
-            .where(model.seq <= head.seq)
-            .order_by(model.seq)
-            .execution_options(yield_per=_BATCH)
-        ),
-    )
-    for row in rows:
-        count += 1
-        if row.seq != expected:
-            return ChainVerification(chain, False, count, expected, f"event {expected} is missing")
-        try:
-            fields = _fields_of(row)
-        except (ValueError, TypeError):
-            return ChainVerification(chain, False, count, row.seq, f"event {row.seq} is malformed")
-        if chain_hash(previous, fields) != row.hash:
-            return ChainVerification(
-                chain, False, count, row.seq, f"event {row.seq} does not match its hash"
-            )
-        previous = row.hash
-        expected += 1
-    if head.seq != expected - 1 or head.hash != previous:
+    with rows_of(session, head.seq) as rows:
+        for row in cast("Iterable[Sequence[Any]]", rows):
+            seq, event_hash, hashed = row[0], row[1], row[2:]
+            count += 1
+            if seq != expected:
+                return ChainVerification(
+                    chain, False, count, expected, f"event {expected} is missing"
+                )
+            try:
+                digest = sha256(previous + event_bytes(seq, *hashed)).digest()
+            except (ValueError, TypeError):
+                return ChainVerification(chain, False, count, seq, f"event {seq} is malformed")
+            if digest.hex() != event_hash:
+                return ChainVerification(
+                    chain, False, count, seq, f"event {seq} does not match its hash"
+                )
+            previous = digest
+            expected += 1
+    if head.seq != expected - 1 or head.hash != previous.hex():
         return ChainVerification(
             chain, False, count, expected, "the chain does not end at its recorded head"
         )

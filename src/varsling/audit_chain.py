@@ -17,7 +17,7 @@ import base64
 import binascii
 import datetime as dt
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,14 +34,24 @@ class ChainError(Exception):
     """An export or checkpoint that cannot even be read."""
 
 
+# json.dumps with these arguments builds a new encoder on every call; one kept
+# encoder gives the very same bytes at a fraction of the cost per event.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical(value: Any) -> bytes:
     """Sorted keys, no spaces, UTF-8: the one byte form that is hashed or signed."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _CANONICAL.encode(value).encode()
 
 
 def chain_hash(previous: str, fields: dict[str, Any]) -> str:
     """hash = SHA-256(previous hash ‖ canonical JSON of the event)."""
-    return crypto.sha256(bytes.fromhex(previous) + canonical(fields)).hex()
+    return event_digest(bytes.fromhex(previous), fields).hex()
+
+
+def event_digest(previous: bytes, fields: dict[str, Any]) -> bytes:
+    """chain_hash() on raw digests, for walking a long chain without hex round trips."""
+    return crypto.sha256(previous + canonical(fields))
 
 
 def staff_fields(
@@ -76,6 +86,91 @@ def reporter_fields(
         "case_id": case_id,
         "details": details,
     }
+
+
+# What the canonical encoder writes for a string (ensure_ascii=False): the same C function.
+_json_string = json.encoder.encode_basestring
+
+
+# The C scanner and encoder json.loads and _CANONICAL.encode use, called without
+# their per-call Python wrapping. No circular-reference markers: what json parsed
+# cannot refer to itself.
+_scan_json: Callable[[str, int], tuple[Any, int]] = vars(json.JSONDecoder())["scan_once"]
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_encode_parsed = (
+    _c_make_encoder(None, _CANONICAL.default, _json_string, None, ":", ",", True, False, True)
+    if _c_make_encoder is not None
+    else None
+)
+
+
+def _json_details(stored: str) -> str:
+    """The canonical JSON of an event's details, from the JSON text they are stored as:
+    _CANONICAL.encode(json.loads(stored)), the same text."""
+    if stored == "{}":
+        return stored
+    try:
+        value, end = _scan_json(stored, 0)
+    except StopIteration:
+        end = -1
+    if end != len(stored) or _encode_parsed is None or value.__class__ is str:
+        # Surrounding space, trailing text or no JSON at all: json.loads decides
+        # (ValueError), and the general encoder writes what it accepts.
+        return _CANONICAL.encode(json.loads(stored))
+    return "".join(_encode_parsed(value, 0))
+
+
+def staff_event_bytes(
+    seq: int, occurred: str, actor: str, action: str, case_id: str | None, details: str
+) -> bytes:
+    """canonical(staff_fields(...)) of a stored row (`details` as stored: JSON text),
+    written out key by key in sorted order: the same bytes, without building a dict
+    and an encoder per event. Raises ValueError when the details are not JSON."""
+    try:
+        if seq.__class__ is not int:
+            raise TypeError(seq)
+        text = (
+            f'{{"action":{_json_string(action)},"actor":{_json_string(actor)},'
+            f'"case_id":{"null" if case_id is None else _json_string(case_id)},'
+            f'"details":{_json_details(details)},"occurred":{_json_string(occurred)},'
+            f'"seq":{seq}}}'
+        )
+    except TypeError:
+        # A value that is not text (a database writer's doing): the general encoder
+        # decides, exactly as chain_hash() would.
+        return canonical(
+            staff_fields(
+                seq=seq,
+                occurred=occurred,
+                actor=actor,
+                action=action,
+                case_id=case_id,
+                details=json.loads(details),
+            )
+        )
+    return text.encode()
+
+
+def reporter_event_bytes(
+    seq: int, day: str, action: str, case_id: str | None, details: str
+) -> bytes:
+    """canonical(reporter_fields(...)) of a stored row, as staff_event_bytes()."""
+    try:
+        if seq.__class__ is not int:
+            raise TypeError(seq)
+        text = (
+            f'{{"action":{_json_string(action)},'
+            f'"case_id":{"null" if case_id is None else _json_string(case_id)},'
+            f'"chain":"reporter","day":{_json_string(day)},'
+            f'"details":{_json_details(details)},"seq":{seq}}}'
+        )
+    except TypeError:
+        return canonical(
+            reporter_fields(
+                seq=seq, day=day, action=action, case_id=case_id, details=json.loads(details)
+            )
+        )
+    return text.encode()
 
 
 def _b64(data: bytes) -> str:

@@ -181,6 +181,9 @@ def test_a_reset_account_waits_for_a_key_holder_to_regrant_its_cases(
     ).status_code == (401)
     hanne = login(client, "hanne", NEW_PASSWORD)
     assert _case_ids(client, hanne) == []
+    # A page counts only keys made for the current key version, too.
+    page = client.get("/api/v1/cases?limit=50", headers=hanne).json()
+    assert (page["items"], page["total"]) == ([], 0)
     assert client.get(f"/api/v1/cases/{case_id}", headers=hanne).status_code == 404
     own = client.get("/api/v1/pending-grants", headers=hanne).json()
     assert own == {"items": [], "own": [{"case_id": case_id, "purpose": "case"}]}

@@ -151,6 +151,7 @@ def test_pages_follow_each_other_without_gaps_or_repeats(
         ({"after": "1.2026-13-40." + "0" * 32}, "after"),
         ({"after": "' OR 1=1 --"}, "after"),
         ({"limit": "0"}, "limit"),
+        ({"limit": "201"}, "limit"),
         ({"limit": "1000"}, "limit"),
     ],
 )
@@ -182,3 +183,81 @@ def test_without_a_limit_the_api_answers_every_case_as_before_paging(
     answer = client.get("/api/v1/cases", headers=world["headers"]).json()
     assert len(answer["items"]) == 5
     assert answer["next"] is None
+
+
+def _all_pages(
+    client: TestClient, headers: dict[str, str], limit: int, **filters: str
+) -> tuple[list[str], set[int]]:
+    seen: list[str] = []
+    totals: set[int] = set()
+    after = None
+    while True:
+        params = {"limit": str(limit), **filters, **({"after": after} if after else {})}
+        answer = client.get("/api/v1/cases", params=params, headers=headers).json()
+        assert len(answer["items"]) <= limit
+        seen += [item["id"] for item in answer["items"]]
+        totals.add(answer["total"])
+        after = answer["next"]
+        if after is None:
+            return seen, totals
+
+
+@pytest.mark.parametrize("drive_from_keys", [0, 5000])
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {},
+        {"status": "received"},
+        {"category": "harassment"},
+        {"overdue": "true"},
+        {"overdue": "false"},
+        {"unit": "town"},
+        {"unit": "county", "category": "harassment"},
+    ],
+)
+def test_every_page_size_gives_every_filtered_case_once_with_the_total(
+    client: TestClient,
+    world: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    filters: dict[str, str],
+    drive_from_keys: int,
+) -> None:
+    """Paging with filters returns each case the unpaged list holds, exactly once and in
+    its order (the retaliation case first, across the rank boundary), and every page
+    counts the whole filtered set. Both ways of reading the list give the same."""
+    monkeypatch.setattr(service, "_DRIVE_FROM_KEYS", drive_from_keys)
+    headers = world["headers"]
+    filters = {k: str(world[v]) if k == "unit" else v for k, v in filters.items()}
+    unpaged = client.get("/api/v1/cases", params=filters, headers=headers).json()
+    everything = [item["id"] for item in unpaged["items"]]
+    assert unpaged["total"] == len(everything)
+    for limit in (1, 2, 3, 200):
+        seen, totals = _all_pages(client, headers, limit, **filters)
+        assert seen == everything
+        assert totals == {len(everything)}
+
+
+def test_the_total_counts_only_cases_the_caller_holds(
+    client: TestClient, world: dict[str, Any]
+) -> None:
+    rita = login(client, "rita")
+    answer = client.get("/api/v1/cases", params={"limit": "1"}, headers=rita).json()
+    assert answer["total"] == 1
+    mine = client.get("/api/v1/cases", params={"limit": "1"}, headers=world["headers"]).json()
+    assert mine["total"] == 5
+    assert len(mine["items"]) == 1
+
+
+def test_a_case_with_a_priority_no_rank_knows_is_still_listed_last(
+    client: TestClient, world: dict[str, Any], db: Session
+) -> None:
+    """Only a database writer makes such a case; it must not vanish from the list."""
+    odd = world["ids"][2]
+    db.execute(update(Case).where(Case.id == odd).values(priority="urgent"))
+    db.commit()
+    headers = world["headers"]
+    everything = listed(client, headers)
+    assert everything[-1] == odd
+    seen, totals = _all_pages(client, headers, 2)
+    assert seen == everything
+    assert totals == {5}

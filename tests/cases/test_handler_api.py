@@ -54,7 +54,11 @@ def test_other_unit_admin_and_excluded_handler_get_404(
 ) -> None:
     headers = login(client, username)
 
-    assert client.get("/api/v1/cases", headers=headers).json() == {"items": [], "next": None}
+    assert client.get("/api/v1/cases", headers=headers).json() == {
+        "items": [],
+        "next": None,
+        "total": 0,
+    }
     for method, suffix, body in [
         ("GET", "", None),
         ("POST", "/messages", {"body": "hi"}),

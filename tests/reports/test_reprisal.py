@@ -144,7 +144,11 @@ def test_retaliation_case_goes_to_the_same_handlers_and_the_level_above_never_th
     # The excluded handler and another unit's handler see nothing of it.
     for outsider in ("ola", "rita"):
         headers = login(client, outsider)
-        assert client.get("/api/v1/cases", headers=headers).json() == {"items": [], "next": None}
+        assert client.get("/api/v1/cases", headers=headers).json() == {
+            "items": [],
+            "next": None,
+            "total": 0,
+        }
         assert client.get(f"/api/v1/cases/{linked.id}", headers=headers).status_code == 404
 
 

@@ -404,9 +404,11 @@ def test_the_case_list_filters_and_pages_with_the_service(
     hanne = open_as(app, clients, "hanne")
     everything = hanne.get("/en/staff/cases")
     assert everything.text.count('class="case-list__item') == 3
+    assert "3 cases in all; 3 on this page." in everything.text
 
     only = hanne.get("/en/staff/cases", params={"category": "discrimination"})
     assert only.text.count('class="case-list__item') == 1
+    assert "1 case in all; 1 on this page." in only.text
     assert '<option value="discrimination" selected>' in only.text
 
     wrong = hanne.get("/en/staff/cases", params={"status": "open", "category": "discrimination"})
@@ -418,10 +420,12 @@ def test_the_case_list_filters_and_pages_with_the_service(
     monkeypatch.setattr(service, "PAGE_SIZE", 2)
     first = hanne.get("/en/staff/cases")
     assert first.text.count('class="case-list__item') == 2
+    assert "3 cases in all; 2 on this page." in first.text
     match = re.search(r'href="(/en/staff/cases\?after=[^"]+)">Next page', first.text)
     assert match is not None
     second = hanne.get(match.group(1).replace("&amp;", "&"))
     assert second.text.count('class="case-list__item') == 1
+    assert "3 cases in all; 1 on this page." in second.text
     assert "Next page" not in second.text
     assert 'href="/en/staff/cases">First page' in second.text
 
@@ -449,8 +453,8 @@ def test_the_integrity_warning_shows_when_a_message_was_removed(
 @pytest.mark.parametrize(
     ("lang", "words"),
     [
-        ("nb", ("Saker", "Mottatt", "Frist for å bekrefte mottak")),
-        ("nn", ("Saker", "Motteke", "Frist for å stadfeste mottak")),
+        ("nb", ("Saker", "Mottatt", "Frist for å bekrefte mottak", "sak i alt; 1 på denne siden")),
+        ("nn", ("Saker", "Motteke", "Frist for å stadfeste mottak", "sak i alt; 1 på denne sida")),
     ],
 )
 def test_the_pages_speak_bokmal_and_nynorsk(

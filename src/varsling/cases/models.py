@@ -9,6 +9,7 @@ from sqlalchemy import (
     Boolean,
     Date,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -73,6 +74,15 @@ class EntryKind(enum.StrEnum):
 
 class Case(Base):
     __tablename__ = "cases"
+    # The case list's order within each rank (cases/service.list_cases), alone and
+    # behind each filter's column: a page is read from an index, not sorted from
+    # every case the caller holds, and a filtered count starts from its filter.
+    __table_args__ = (
+        Index("ix_cases_priority_received_on_id", "priority", "received_on", "id"),
+        Index("ix_cases_status_rank", "status", "priority", "received_on", "id"),
+        Index("ix_cases_category_rank", "category", "priority", "received_on", "id"),
+        Index("ix_cases_unit_rank", "unit_id", "priority", "received_on", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"), index=True)
@@ -109,7 +119,13 @@ class CaseKey(Base):
     """A case key wrapped (HPKE) for one user's public key."""
 
     __tablename__ = "case_keys"
-    __table_args__ = (UniqueConstraint("case_id", "user_id", "purpose"),)
+    __table_args__ = (
+        UniqueConstraint("case_id", "user_id", "purpose"),
+        # The cases a user holds a key to (every case list and count starts here).
+        Index(
+            "ix_case_keys_user_purpose_version_case", "user_id", "purpose", "key_version", "case_id"
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     case_id: Mapped[str] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)

@@ -49,8 +49,8 @@ _FILTERS = {
     "category": "Only cases of this category: sexual_harassment, harassment, discrimination, "
     "abuse_of_power, retaliation or other.",
     "after": "Where the page starts: the `next` of the page before.",
-    "limit": f"Answer in pages of at most this many cases (1 to {service.MAX_PAGE_SIZE}); "
-    "without it, every case comes in one answer and `next` is null.",
+    "limit": f"Answer in pages of at most this many cases (1 to {service.MAX_PAGE_SIZE}; more "
+    "is a 422); without it, every case comes in one answer and `next` is null.",
 }
 
 
@@ -73,12 +73,13 @@ def list_cases(
 
     With `limit`, `next` is where the next page starts (pass it as `after`), null on the
     last page; without it, every case is in the answer, as before paging existed.
+    `total` counts every case the filters let through, on all pages.
     """
     query = service.case_query(
         status=status, unit=unit, overdue=overdue, category=category, after=after, limit=limit
     )
     page = service.list_cases(session, principal, utcnow().date(), query)
-    return {"items": page.items, "next": page.next}
+    return {"items": page.items, "next": page.next, "total": page.total}
 
 
 @router.get(

@@ -47,6 +47,9 @@ class CaseListOut(BaseModel):
     next: str | None = Field(
         description="Where the next page starts: pass it as `after`. Null on the last page."
     )
+    total: int = Field(
+        description="How many cases the filters let through, on all pages (you hold a key to each)."
+    )
 
 
 class NoteOut(BaseModel):

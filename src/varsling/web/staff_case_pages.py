@@ -136,6 +136,7 @@ def case_list(
         principal,
         {
             "cases": found.items if found else [],
+            "total": found.total if found else 0,
             "next_url": _list_url(language, filters, found.next) if found and found.next else None,
             "first_url": _list_url(language, filters, None) if after else None,
             "filters": kept,

@@ -33,7 +33,17 @@ def catalog(language: str) -> dict[str, str]:
         parsed = read_po(po_file, locale=language)
     fuzzy = [m.id for m in parsed if m.id and m.fuzzy]
     assert not fuzzy, f"{language}: fuzzy entries need a translator's check: {fuzzy}"
-    return {str(m.id): str(m.string) for m in parsed if m.id}
+    entries: dict[str, str] = {}
+    for m in parsed:
+        if not m.id:
+            continue
+        if isinstance(m.id, str):
+            entries[m.id] = str(m.string)
+        else:  # a plural entry: each of its forms, with the translation of that form
+            texts = list(m.string) if isinstance(m.string, tuple | list) else [m.string]
+            for index, form in enumerate(m.id):
+                entries[form] = str(texts[min(index, len(texts) - 1)] or "")
+    return entries
 
 
 def test_templates_have_translatable_text() -> None:

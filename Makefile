@@ -34,11 +34,11 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests bench migrations
 	$(BIN)/ruff check --fix src tests bench migrations
 
-# Four pytest workers (pytest-xdist), each with its own databases: on two cores
-# more than two keep them busy while others wait on PostgreSQL, subprocesses and
+# Three pytest workers (pytest-xdist), each with its own databases: on two cores a
+# third keeps them busy while the others wait on PostgreSQL, subprocesses and
 # chromium (with two, a CI run used 1.2 cores of 2). `TEST_WORKERS=0` runs the
 # suite in one process, as plain `pytest` does.
-TEST_WORKERS ?= 4
+TEST_WORKERS ?= 3
 
 test: lint browser-deps deploy-deps
 	$(BIN)/pytest -n $(TEST_WORKERS)

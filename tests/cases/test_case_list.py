@@ -11,12 +11,14 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
-from tests.factories import login, make_unit, make_user, report
+from tests.factories import declare, login, make_unit, make_user, report
+from varsling.accounts.models import User
+from varsling.accounts.service import StaffPrincipal
 from varsling.cases import service
-from varsling.cases.models import Case
+from varsling.cases.models import Case, CaseKey, Category, Status
 from varsling.config import Settings
 
 
@@ -202,7 +204,6 @@ def _all_pages(
             return seen, totals
 
 
-@pytest.mark.parametrize("drive_from_keys", [0, 5000])
 @pytest.mark.parametrize(
     "filters",
     [
@@ -218,14 +219,11 @@ def _all_pages(
 def test_every_page_size_gives_every_filtered_case_once_with_the_total(
     client: TestClient,
     world: dict[str, Any],
-    monkeypatch: pytest.MonkeyPatch,
     filters: dict[str, str],
-    drive_from_keys: int,
 ) -> None:
     """Paging with filters returns each case the unpaged list holds, exactly once and in
     its order (the retaliation case first, across the rank boundary), and every page
-    counts the whole filtered set. Both ways of reading the list give the same."""
-    monkeypatch.setattr(service, "_DRIVE_FROM_KEYS", drive_from_keys)
+    counts the whole filtered set."""
     headers = world["headers"]
     filters = {k: str(world[v]) if k == "unit" else v for k, v in filters.items()}
     unpaged = client.get("/api/v1/cases", params=filters, headers=headers).json()
@@ -261,3 +259,162 @@ def test_a_case_with_a_priority_no_rank_knows_is_still_listed_last(
     seen, totals = _all_pages(client, headers, 2)
     assert seen == everything
     assert totals == {5}
+
+
+# --------------------------------------------------------------------------
+# The list columns each case key carries (kept by triggers, migration 0015)
+
+
+def _late_from(case: Case) -> dt.date | None:
+    """The earliest deadline not yet met, from overdue()'s own rules."""
+    open_deadlines = []
+    if case.acknowledged_on is None:
+        open_deadlines.append(case.acknowledgement_due)
+    if case.concluded_on is None:
+        open_deadlines.append(case.feedback_due)
+    return min(open_deadlines, default=None)
+
+
+def assert_keys_carry_their_cases(db: Session) -> int:
+    """Every case key's copies equal its case's columns; returns how many keys."""
+    db.expire_all()
+    rows = db.execute(select(CaseKey, Case).join(Case, Case.id == CaseKey.case_id)).all()
+    for key, case in rows:
+        copied = (key.status, key.unit_id, key.category, key.priority, key.received_on)
+        assert copied == (case.status, case.unit_id, case.category, case.priority, case.received_on)
+        assert key.late_from == _late_from(case)
+    db.rollback()  # end the read, so that this session may write after the app has
+    return len(rows)
+
+
+def test_every_key_follows_its_case_through_the_api_and_bulk_updates(
+    client: TestClient, world: dict[str, Any], db: Session
+) -> None:
+    """Submissions and grants insert keys; the world fixture moved days with a bulk
+    UPDATE; here the API moves a case along its lifecycle and a bulk UPDATE (as a job
+    or a database writer would) changes them all: the copies follow every write."""
+    assert assert_keys_carry_their_cases(db) >= 6
+    headers = world["headers"]
+    case_id = world["ids"][1]
+    declare(client, headers, case_id)
+    for status, outcome in (
+        ("acknowledged", None),
+        ("investigating", None),
+        ("concluded", "We found it."),
+        ("closed", None),
+    ):
+        body = {"status": status, **({"outcome": outcome} if outcome else {})}
+        moved = client.post(f"/api/v1/cases/{case_id}/status", json=body, headers=headers)
+        assert moved.status_code == 200, moved.text
+        assert_keys_carry_their_cases(db)
+        assert listed(client, headers, status=status) == [case_id]
+    assert case_id in listed(client, headers, overdue="false")
+    db.execute(
+        update(Case).values(
+            category="other", priority="high", unit_id=world["town"], concluded_on=None
+        )
+    )
+    db.commit()
+    assert assert_keys_carry_their_cases(db) >= 6
+    assert sorted(listed(client, headers, category="other", unit=str(world["town"]))) == sorted(
+        world["ids"]
+    )
+
+
+def test_the_overdue_filter_agrees_with_overdue_for_every_mix_of_deadlines(
+    client: TestClient, world: dict[str, Any], db: Session
+) -> None:
+    """Acknowledged or not, concluded or not, each deadline past, due today or ahead:
+    the listed overdue cases are exactly those overdue() names, and the rest are on time."""
+    today = dt.date.today()
+    days = (today - dt.timedelta(days=3), today, today + dt.timedelta(days=3))
+    mixes = [
+        (acknowledged, concluded, ack_due, feedback_due)
+        for acknowledged in (None, today - dt.timedelta(days=9))
+        for concluded in (None, today - dt.timedelta(days=1))
+        for ack_due in days
+        for feedback_due in days
+    ]
+    headers = world["headers"]
+    ids = world["ids"]
+    for start in range(0, len(mixes), len(ids)):
+        for case_id, mix in zip(ids, mixes[start : start + len(ids)], strict=False):
+            acknowledged, concluded, ack_due, feedback_due = mix
+            db.execute(
+                update(Case)
+                .where(Case.id == case_id)
+                .values(
+                    acknowledged_on=acknowledged,
+                    concluded_on=concluded,
+                    acknowledgement_due=ack_due,
+                    feedback_due=feedback_due,
+                )
+            )
+        db.commit()
+        db.expire_all()
+        cases = db.scalars(select(Case).where(Case.id.in_(ids))).all()
+        expected = {case.id for case in cases if service.overdue(case, today)}
+        db.rollback()
+        assert set(listed(client, headers, overdue="true")) == expected
+        assert set(listed(client, headers, overdue="false")) == set(ids) - expected
+    assert_keys_carry_their_cases(db)
+
+
+def test_a_page_and_its_count_read_one_index_of_the_callers_keys(
+    client: TestClient, world: dict[str, Any], db: Session, database: Any
+) -> None:
+    """The shape that keeps a page fast at 100,000 cases (bench/case_list.py): on
+    SQLite, whose planner follows the query's shape, every rank's page walks a
+    covering index of case_keys in list order (no sort) and reads only the cases it
+    returns, and the count reads an index alone. PostgreSQL plans by its statistics."""
+    if database.kind != "sqlite":
+        pytest.skip("SQLite's plans follow the query; PostgreSQL's follow its statistics")
+    statements: list[tuple[str, Any]] = []
+    engine = db.get_bind()
+
+    def grab(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "case_keys" in statement and "EXPLAIN" not in statement:
+            statements.append((statement, parameters))
+
+    hanne = db.scalars(select(User).where(User.username == "hanne")).one()
+    principal = StaffPrincipal(hanne.id, frozenset(), frozenset(), b"")
+    today = dt.date.today()
+    for query in (
+        service.CaseQuery(limit=2),
+        service.CaseQuery(limit=2, after=(1, today, "0" * 32)),
+        service.CaseQuery(limit=2, status=Status.RECEIVED),
+        service.CaseQuery(limit=2, unit_id=world["town"], category=Category.HARASSMENT),
+        service.CaseQuery(limit=2, overdue=True),
+        service.CaseQuery(limit=2, overdue=False, category=Category.HARASSMENT),
+    ):
+        statements.clear()
+        event.listen(engine, "before_cursor_execute", grab)
+        try:
+            with Session(engine) as session:
+                service.list_cases(session, principal, today, query)
+        finally:
+            event.remove(engine, "before_cursor_execute", grab)
+        pages = [s for s in statements if s[0].lstrip().startswith("SELECT cases.")]
+        counts = [s for s in statements if "count(" in s[0]]
+        assert pages, statements
+        assert len(counts) == 1, statements
+        with engine.connect() as connection:
+
+            def plan(statement: str, parameters: Any) -> list[str]:
+                rows = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+                return [row[3] for row in rows]
+
+            for statement, parameters in pages:
+                steps = plan(statement, parameters)
+                assert any("case_keys USING COVERING INDEX ix_case_keys_list" in s for s in steps)
+                assert any(
+                    "SEARCH cases USING INDEX sqlite_autoindex_cases_1 (id=?)" in s for s in steps
+                )
+                assert not any(s.startswith("SCAN") for s in steps), steps
+                # Ranks 0 and 1 (priority = ?) come in index order; only rank 2, which
+                # only a database writer fills, may sort what it finds.
+                if "case_keys.priority = ?" in statement:
+                    assert not any("TEMP B-TREE" in s for s in steps), steps
+            (count_steps,) = [plan(*counted) for counted in counts]
+            assert len(count_steps) == 1
+            assert "case_keys USING COVERING INDEX ix_case_keys_list" in count_steps[0]

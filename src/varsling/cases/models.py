@@ -72,18 +72,52 @@ class EntryKind(enum.StrEnum):
     IDENTITY_REQUEST = "identity_request"
 
 
+# The case list's indexes on case_keys, each after (user_id, purpose, key_version):
+# the list's order (priority, received_on, case_id) alone or behind one filter's
+# column, then every other filter column, so that any mix of filters is answered
+# from one index without reading a case or a key row.
+LIST_INDEXES: dict[str, tuple[str, ...]] = {
+    "ix_case_keys_list": (
+        "priority",
+        "received_on",
+        "case_id",
+        "status",
+        "unit_id",
+        "category",
+        "late_from",
+    ),
+    "ix_case_keys_list_status": (
+        "status",
+        "priority",
+        "received_on",
+        "case_id",
+        "unit_id",
+        "category",
+        "late_from",
+    ),
+    "ix_case_keys_list_unit": (
+        "unit_id",
+        "priority",
+        "received_on",
+        "case_id",
+        "status",
+        "category",
+        "late_from",
+    ),
+    "ix_case_keys_list_category": (
+        "category",
+        "priority",
+        "received_on",
+        "case_id",
+        "status",
+        "unit_id",
+        "late_from",
+    ),
+}
+
+
 class Case(Base):
     __tablename__ = "cases"
-    # The case list's order within each rank (cases/service.list_cases), alone and
-    # behind each filter's column: a page is read from an index, not sorted from
-    # every case the caller holds, and a filtered count starts from its filter.
-    __table_args__ = (
-        Index("ix_cases_priority_received_on_id", "priority", "received_on", "id"),
-        Index("ix_cases_status_rank", "status", "priority", "received_on", "id"),
-        Index("ix_cases_category_rank", "category", "priority", "received_on", "id"),
-        Index("ix_cases_unit_rank", "unit_id", "priority", "received_on", "id"),
-    )
-
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"), index=True)
     status: Mapped[str] = mapped_column(String(20))
@@ -121,12 +155,13 @@ class CaseKey(Base):
     __tablename__ = "case_keys"
     __table_args__ = (
         UniqueConstraint("case_id", "user_id", "purpose"),
-        # The cases a user holds a key to (every case list and count starts here).
-        Index(
-            "ix_case_keys_user_purpose_version_case", "user_id", "purpose", "key_version", "case_id"
+        # The case list (cases/service.list_cases) reads a page and its count from one
+        # of these.
+        *(
+            Index(name, "user_id", "purpose", "key_version", *columns)
+            for name, columns in LIST_INDEXES.items()
         ),
     )
-
     id: Mapped[int] = mapped_column(primary_key=True)
     case_id: Mapped[str] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
@@ -137,6 +172,16 @@ class CaseKey(Base):
     # (cases/keys.py), so changing it makes the row unreadable, not current. A row
     # for an older version than the user's certified one is access pending re-grant.
     key_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # Copies of the case's list columns, kept by database triggers (migration 0015)
+    # on every insert of a key and every update of its case; the application never
+    # writes them. late_from: the earliest deadline not yet met (None: none open);
+    # the case is overdue on any day after it.
+    status: Mapped[str | None] = mapped_column(String(20))
+    unit_id: Mapped[int | None] = mapped_column(Integer)
+    category: Mapped[str | None] = mapped_column(String(30))
+    priority: Mapped[str | None] = mapped_column(String(10))
+    received_on: Mapped[dt.date | None] = mapped_column(Date)
+    late_from: Mapped[dt.date | None] = mapped_column(Date)
 
 
 class RecoveryKey(Base):

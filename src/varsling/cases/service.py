@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, func, not_, or_, select, tuple_
+from sqlalchemy import Select, func, not_, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from varsling import audit, crypto
@@ -441,28 +441,6 @@ class CasePage:
     total: int  # every case the filters let through, on all pages
 
 
-def _is_overdue(today: dt.date) -> Any:
-    """overdue() in SQL: a deadline passed without being met."""
-    return or_(
-        and_(Case.acknowledged_on.is_(None), Case.acknowledgement_due < today),
-        and_(Case.concluded_on.is_(None), Case.feedback_due < today),
-    )
-
-
-# Up to this many held cases, a list starts from the caller's keys (and sorts
-# them); above it, from the cases' own (received_on, id) index, asking of each
-# case whether the caller holds its key, so that a page stops after 50 cases
-# instead of sorting 100,000. PostgreSQL's planner picks its own way either way;
-# SQLite follows the shape of the query.
-_DRIVE_FROM_KEYS = 5000
-
-
-def _held_count(session: Session, held_key: tuple[Any, ...]) -> int:
-    """How many cases the caller holds a key to (one index range: case keys cascade
-    with their case, so each names a case)."""
-    return session.scalar(select(func.count()).select_from(CaseKey).where(*held_key)) or 0
-
-
 def _held_key(session: Session, principal: StaffPrincipal) -> tuple[Any, ...]:
     """The caller's case keys that open something: made for their current key version
     (one waiting for a re-grant after a password reset is not theirs to list)."""
@@ -474,39 +452,36 @@ def _held_key(session: Session, principal: StaffPrincipal) -> tuple[Any, ...]:
     )
 
 
-def _filters(
-    held_key: tuple[Any, ...], today: dt.date, query: CaseQuery, *, held: int
-) -> tuple[list[Any], bool]:
-    """The conditions of the caller's filtered list, paging aside, and whether any
-    filter narrows it."""
-    if held <= _DRIVE_FROM_KEYS:
-        granted = select(CaseKey.case_id).where(*held_key)
-        membership: Any = Case.id.in_(granted)
-    else:
-        membership = exists().where(CaseKey.case_id == Case.id, *held_key)
-    conditions: list[Any] = [membership]
+def _filters(held_key: tuple[Any, ...], today: dt.date, query: CaseQuery) -> list[Any]:
+    """The conditions of the caller's filtered list, paging aside, on their keys' copies
+    of the list columns (kept by triggers: models.CaseKey), so that a page and its
+    count are read from one index of case_keys without reading a case."""
+    conditions: list[Any] = list(held_key)
     if query.status is not None:
-        conditions.append(Case.status == query.status.value)
+        conditions.append(CaseKey.status == query.status.value)
     if query.unit_id is not None:
-        conditions.append(Case.unit_id == query.unit_id)
+        conditions.append(CaseKey.unit_id == query.unit_id)
     if query.category is not None:
-        conditions.append(Case.category == query.category.value)
+        conditions.append(CaseKey.category == query.category.value)
     if query.overdue is not None:
-        late = _is_overdue(today)
-        conditions.append(late if query.overdue else not_(late))
-    return conditions, len(conditions) > 1
+        # overdue(): a deadline passed without being met, i.e. the earliest one not
+        # yet met lies before today.
+        late = CaseKey.late_from < today
+        conditions.append(late if query.overdue else or_(CaseKey.late_from.is_(None), not_(late)))
+    return conditions
 
 
 # Retaliation cases (high priority) come first: rank 0, then the normal ones: rank
-# 1. Each rank is read on its own, ordered by (received_on, id), so an index on
-# (priority, received_on, id), or one with a filter's column in front, gives a
-# page without sorting every case the caller holds. Rank 2 holds any other
-# priority (only a database writer makes one), so that no held case is left out.
+# 1. Each rank is read on its own, ordered by (received_on, id), so an index with
+# (priority, received_on, case_id) behind the caller's keys, or behind a filter's
+# column, gives a page without sorting every case the caller holds. Rank 2 holds
+# any other priority (only a database writer makes one), so that no held case is
+# left out.
 _KNOWN_PRIORITIES = (Priority.HIGH.value, Priority.NORMAL.value)
 _RANKS = (
-    (0, Case.priority == Priority.HIGH.value),
-    (1, Case.priority == Priority.NORMAL.value),
-    (2, Case.priority.not_in(_KNOWN_PRIORITIES)),
+    (0, CaseKey.priority == Priority.HIGH.value),
+    (1, CaseKey.priority == Priority.NORMAL.value),
+    (2, or_(CaseKey.priority.is_(None), CaseKey.priority.not_in(_KNOWN_PRIORITIES))),
 )
 
 
@@ -530,14 +505,13 @@ def list_cases(
     with the number of cases the filters let through.
 
     `declared` says which are open to them. Paging is by position (keyset), so a
-    case added meanwhile never shifts a page. A page costs a count of the caller's
-    keys, one query per rank it spans and, with filters, one count; nothing is
-    decrypted.
+    case added meanwhile never shifts a page. A page costs one query per rank it
+    spans (a walk of the caller's keys in list order, joined to at most 51 cases),
+    one count of an index range, and one query for the page's declarations;
+    nothing is decrypted.
     """
     query = query or CaseQuery()
-    held_key = _held_key(session, principal)
-    held = _held_count(session, held_key)
-    conditions, filtered = _filters(held_key, today, query, held=held)
+    conditions = _filters(_held_key(session, principal), today, query)
     wanted = None if query.limit is None else query.limit + 1  # one more: is there a next?
     found: list[Case] = []
     for rank, in_rank in _RANKS:
@@ -549,18 +523,21 @@ def list_cases(
             if rank < after_rank:
                 continue
             if rank == after_rank:
-                where.append(tuple_(Case.received_on, Case.id) > tuple_(after_day, after_id))
-        select_page = select(Case).where(*where).order_by(Case.received_on, Case.id)
+                where.append(
+                    tuple_(CaseKey.received_on, CaseKey.case_id) > tuple_(after_day, after_id)
+                )
+        select_page = (
+            select(Case)
+            .join(CaseKey, CaseKey.case_id == Case.id)
+            .where(*where)
+            .order_by(CaseKey.received_on, CaseKey.case_id)
+        )
         if wanted is not None:
             select_page = select_page.limit(wanted - len(found))
         found += session.execute(select_page).scalars()
     more = query.limit is not None and len(found) > query.limit
     found = found[: query.limit]
-    total = (
-        session.scalar(select(func.count()).select_from(Case).where(*conditions)) or 0
-        if filtered
-        else held
-    )
+    total = session.scalar(select(func.count()).select_from(CaseKey).where(*conditions)) or 0
     # A page names its cases (at most 200 ids); the whole list reads every declaration
     # of the caller instead of binding 100,000 ids.
     declared = declarations.declared_cases(

@@ -1,6 +1,6 @@
 """Audit verification at scale: `varsling audit verify` over 1,000,000 events, and appends.
 
-Run by hand (`make bench-scale`); not part of the test suite. For each database
+Run by hand (`make bench-audit`); not part of the test suite. For each database
 (a temporary SQLite file, and PostgreSQL when VARSLING_BENCH_DATABASE_URL names
 a fresh, empty database) it runs `varsling migrate`, then for each trail size
 (0, 100,000 and 1,000,000 events by default):

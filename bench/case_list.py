@@ -1,6 +1,6 @@
 """Case list at scale: pages of 50 from 100,000 cases held by one handler, over real HTTP.
 
-Run by hand (`make bench-scale`); not part of the test suite. For each database
+Run by hand (`make bench-cases`); not part of the test suite. For each database
 (a temporary SQLite file, and PostgreSQL when VARSLING_BENCH_DATABASE_URL names
 a fresh, empty database) it:
 

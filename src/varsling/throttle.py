@@ -15,10 +15,10 @@ import datetime as dt
 import enum
 import math
 
-from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import DateTime, Integer, LargeBinary, String, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from varsling.config import Settings
 from varsling.db import Base, in_transaction

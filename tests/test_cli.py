@@ -134,14 +134,14 @@ def test_a_database_command_loads_no_web_code_and_no_other_commands_code(
 ) -> None:
     output, loaded = _modules_loaded(database_url, "audit", "verify")
     assert output.startswith("OK: 1 events")
-    assert not _packages(loaded) & {"fastapi", "starlette", "uvicorn", "jinja2"}
+    assert not _packages(loaded) & {"fastapi", "starlette", "uvicorn", "jinja2", "segno"}
     assert "varsling.accounts.service" not in loaded
 
     # The account commands' service layer is written for the web too (its login is async).
     output, loaded = _modules_loaded(database_url, "unit", "list")
     assert output == ""
     assert "varsling.accounts.service" in loaded
-    assert not _packages(loaded) & {"fastapi", "uvicorn", "jinja2"}
+    assert not _packages(loaded) & {"fastapi", "uvicorn", "jinja2", "segno"}
     assert not loaded & {
         "varsling.app",
         "varsling.accounts.lifecycle",
@@ -150,6 +150,8 @@ def test_a_database_command_loads_no_web_code_and_no_other_commands_code(
         "varsling.cases.recovery",
         "varsling.jobs",
     }
+    if database_url.startswith("sqlite"):
+        assert "sqlalchemy.dialects.postgresql" not in loaded
 
 
 def test_bad_cli_input_is_a_clear_error(database_url: str) -> None:

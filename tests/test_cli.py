@@ -154,6 +154,13 @@ def test_a_database_command_loads_no_web_code_and_no_other_commands_code(
         assert "sqlalchemy.dialects.postgresql" not in loaded
 
 
+def test_python_m_varsling_cli_knows_every_command(database_url: str) -> None:
+    # Several tests run the module itself: its last commands must be defined by then.
+    ran = _varsling(database_url, "recovery", "status", program=("-m", "varsling.cli"))
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.startswith("No recovery key.")
+
+
 def test_bad_cli_input_is_a_clear_error(database_url: str) -> None:
     orphan = _varsling(database_url, "unit", "add", "Orphan", "--parent", "999")
     assert orphan.returncode == 1

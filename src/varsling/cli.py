@@ -921,10 +921,6 @@ def jobs_run() -> None:
         engine.dispose()
 
 
-if __name__ == "__main__":
-    app()
-
-
 RECOVERY_PROBLEMS = {
     "not_certified": "the recovery public key in the database is not the one this installation "
     "certified, so no case key is wrapped for it. It was changed behind the service's back: "
@@ -1023,3 +1019,7 @@ def recovery_grant(
             today=accounts.utcnow().date(),
         )
     typer.echo(f"Granted case {case} to account {granted.user_id}: {', '.join(granted.purposes)}.")
+
+
+if __name__ == "__main__":
+    app()

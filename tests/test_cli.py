@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import os
 import socket
 import subprocess
@@ -28,6 +29,7 @@ def _varsling(
     password: str | None = None,
     secrets_file: str = "/nonexistent",
     env_secrets: bool = True,
+    program: tuple[str, ...] = ("-m", "varsling"),
 ) -> subprocess.CompletedProcess[str]:
     """Run the real command; by default with the tests' secrets in the environment."""
     env = {
@@ -42,7 +44,7 @@ def _varsling(
     if password is not None:
         env["VARSLING_PASSWORD"] = password
     return subprocess.run(
-        [sys.executable, "-m", "varsling", *args],
+        [sys.executable, *program, *args],
         capture_output=True,
         text=True,
         env=env,
@@ -85,6 +87,78 @@ def test_units_and_users_are_managed_from_the_command_line(database_url: str) ->
     users = _varsling(database_url, "user", "list").stdout
     assert "hanne\tHanne H\tcustodian,handler\t" + str(county_id) in users
     assert _varsling(database_url, "audit", "verify").stdout.startswith("OK: 4 events")
+
+
+# Runs `varsling ARGS` as the console script does, then prints the modules it loaded.
+_LIST_MODULES = (
+    "import atexit, json, sys; "
+    "atexit.register(lambda: print(json.dumps(sorted(sys.modules)))); "
+    "from varsling.cli import app; app()"
+)
+# None of this is needed to parse the command line; each command imports what it uses.
+_HEAVY_PACKAGES = {
+    "sqlalchemy", "pydantic", "pydantic_settings", "cryptography", "alembic",
+    "fastapi", "starlette", "uvicorn", "jinja2",
+}  # fmt: skip
+
+
+def _modules_loaded(database_url: str, *args: str) -> tuple[str, set[str]]:
+    """What `varsling ARGS` printed, and every module it had loaded when it ended."""
+    ran = _varsling(database_url, *args, program=("-c", _LIST_MODULES))
+    assert ran.returncode == 0, ran.stderr
+    *output, modules = ran.stdout.splitlines()
+    return "\n".join(output), set(json.loads(modules))
+
+
+def _packages(modules: set[str]) -> set[str]:
+    return {name.split(".")[0] for name in modules}
+
+
+def test_the_command_line_is_parsed_without_database_web_or_settings_code() -> None:
+    # `--help`, `audit verify --export` and `receipt verify --public-key` stay quick.
+    probe = "import json, sys, varsling.cli; print(json.dumps(sorted(sys.modules)))"
+    ran = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    loaded = set(json.loads(ran.stdout))
+    assert not _packages(loaded) & _HEAVY_PACKAGES
+    assert {m for m in loaded if m.split(".")[0] == "varsling"} == {
+        "varsling",
+        "varsling.cli",
+        "varsling.errors",
+    }
+
+
+def test_a_database_command_loads_no_web_code_and_no_other_commands_code(
+    database_url: str,
+) -> None:
+    output, loaded = _modules_loaded(database_url, "audit", "verify")
+    assert output.startswith("OK: 1 events")
+    assert not _packages(loaded) & {"fastapi", "starlette", "uvicorn", "jinja2", "segno"}
+    assert "varsling.accounts.service" not in loaded
+
+    # The account commands' service layer is written for the web too (its login is async).
+    output, loaded = _modules_loaded(database_url, "unit", "list")
+    assert output == ""
+    assert "varsling.accounts.service" in loaded
+    assert not _packages(loaded) & {"fastapi", "uvicorn", "jinja2", "segno"}
+    assert not loaded & {
+        "varsling.app",
+        "varsling.accounts.lifecycle",
+        "varsling.accounts.setup_check",
+        "varsling.backup",
+        "varsling.cases.recovery",
+        "varsling.jobs",
+    }
+    if database_url.startswith("sqlite"):
+        assert "sqlalchemy.dialects.postgresql" not in loaded
+
+
+def test_python_m_varsling_cli_knows_every_command(database_url: str) -> None:
+    # Several tests run the module itself: its last commands must be defined by then.
+    ran = _varsling(database_url, "recovery", "status", program=("-m", "varsling.cli"))
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.startswith("No recovery key.")
 
 
 def test_bad_cli_input_is_a_clear_error(database_url: str) -> None:

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from varsling import audit, audit_chain, audit_listing
 from varsling.authz import Auditor
 from varsling.config import Settings
-from varsling.db import DbSession
+from varsling.request_transaction import DbSession
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 

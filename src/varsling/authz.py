@@ -14,9 +14,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from varsling.accounts.models import Role
 from varsling.accounts.service import StaffPrincipal, staff_principal
 from varsling.config import Settings
-from varsling.db import DbSession
 from varsling.errors import Forbidden, Unauthenticated
 from varsling.reports.service import ReporterPrincipal, reporter_principal
+from varsling.request_transaction import DbSession
 
 
 def app_settings(request: Request) -> Settings:

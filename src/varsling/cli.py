@@ -1,4 +1,10 @@
-"""The `varsling` command: serve, migrate, units, users, audit, jobs."""
+"""The `varsling` command: serve, migrate, units, users, audit, jobs.
+
+Each command imports what it needs when it runs: a process runs one command,
+and the test suite starts hundreds. `--help` and the offline checks import no
+database, web or settings code at all, and no command imports FastAPI but
+`serve` (tests/test_cli.py checks both).
+"""
 
 from __future__ import annotations
 
@@ -9,20 +15,18 @@ import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from sqlalchemy.orm import Session
 
-from varsling import audit, crypto, secrets_binding
-from varsling import backup as backups
-from varsling.accounts import lifecycle
-from varsling.accounts import service as accounts
-from varsling.accounts.setup_check import SetupWarnings, setup_warnings
-from varsling.cases import recovery
-from varsling.config import SECRET_SETTINGS, ConfigError, Settings
-from varsling.db import make_engine, make_sessionmaker, migrate_installation, schema_revision
 from varsling.errors import VarslingError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from varsling import audit, secrets_binding
+    from varsling.accounts.setup_check import SetupWarnings
+    from varsling.config import Settings
 
 app = typer.Typer(help="Varsling: a confidential whistleblowing service.", no_args_is_help=True)
 unit_app = typer.Typer(help="Units of the organisation.", no_args_is_help=True)
@@ -47,6 +51,9 @@ app.add_typer(recovery_app, name="recovery")
 
 def _installation(**options: Any) -> secrets_binding.Installation:
     """Settings with the secrets checked against the database: every command starts here."""
+    from varsling import secrets_binding
+    from varsling.config import ConfigError
+
     try:
         installation = secrets_binding.open_installation(**options)
     except ValueError as exc:
@@ -60,6 +67,8 @@ def _installation(**options: Any) -> secrets_binding.Installation:
 
 
 def _announce_generated(installation: secrets_binding.Installation) -> None:
+    from varsling.config import SECRET_SETTINGS
+
     if not installation.generated:
         return
     path = installation.secrets_file
@@ -84,6 +93,8 @@ def _settings() -> Settings:
 
 @contextmanager
 def _transaction(settings: Settings) -> Iterator[Session]:
+    from varsling.db import make_engine, make_sessionmaker
+
     engine = make_engine(settings.database_url)
     try:
         with make_sessionmaker(engine).begin() as session:
@@ -102,6 +113,8 @@ def migrate() -> None:
     On PostgreSQL with VARSLING_MIGRATION_DATABASE_URL set, the schema is changed
     as that owner, and the service's own role gets only the rights it needs.
     """
+    from varsling.db import schema_revision
+
     granted: list[str] = []
     installation = _installation(migrate=_migrator(granted), revision=schema_revision)
     _report_migration(installation, granted)
@@ -109,6 +122,7 @@ def migrate() -> None:
 
 def _migrator(granted: list[str]) -> Callable[[Settings], None]:
     """Migrate as the owner; the roles granted their rights are added to `granted`."""
+    from varsling.db import migrate_installation
 
     def migrate_as_owner(settings: Settings) -> None:
         owner = settings.migration_database_url
@@ -157,6 +171,9 @@ def secrets(
                 "nothing written."
             )
         return
+    from varsling import secrets_binding
+    from varsling.config import ConfigError
+
     try:
         installation = secrets_binding.replace_secrets()
     except ConfigError as exc:
@@ -178,6 +195,9 @@ def backup_command(
     SQLite: its backup API; PostgreSQL: pg_dump (custom format). The secrets
     file is the other half of a backup and is not in it: back it up separately.
     """
+    from varsling import audit
+    from varsling import backup as backups
+
     installation = _installation()
     settings = installation.settings
     try:
@@ -221,6 +241,11 @@ def restore_command(
     The secrets (file or environment) must be the ones the backup was made
     with. Exits 1 when the restored audit trail does not verify.
     """
+    from varsling import backup as backups
+    from varsling import secrets_binding
+    from varsling.config import ConfigError
+    from varsling.db import schema_revision
+
     try:
         settings, secrets_file = secrets_binding.open_for_restore()
     except ValueError as exc:
@@ -257,6 +282,9 @@ def _owner_url(settings: Settings) -> str:
 
 
 def _verify_restored(settings: Settings, given: audit.Checkpoint | None) -> None:
+    from varsling import audit
+    from varsling import backup as backups
+
     public = _own_key(settings)
     if given is not None and public is None:
         typer.echo("Error: checking the checkpoint needs the signing key; none is set.", err=True)
@@ -320,6 +348,7 @@ def serve(
     import uvicorn
 
     from varsling.app import create_app
+    from varsling.config import ConfigError
 
     settings = _installation(check_settings=True).settings
     try:
@@ -382,6 +411,8 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def _setup_warnings(settings: Settings) -> SetupWarnings:
+    from varsling.accounts.setup_check import setup_warnings
+
     with _transaction(settings) as session:
         return setup_warnings(
             session,
@@ -450,6 +481,8 @@ def unit_add(
     ] = None,
 ) -> None:
     """Add a unit; prints its id."""
+    from varsling.accounts import service as accounts
+
     with _transaction(_settings()) as session:
         unit = accounts.create_unit(session, name=name, parent_id=parent, kind=kind)
         typer.echo(unit.id)
@@ -458,6 +491,8 @@ def unit_add(
 @unit_app.command("rename")
 def unit_rename(unit_id: int, name: str) -> None:
     """Give a unit a new name (reporters see it on the form)."""
+    from varsling.accounts import service as accounts
+
     with _transaction(_settings()) as session:
         unit = accounts.rename_unit(session, unit_id, name=name)
         typer.echo(f"{unit.id}\t{unit.name} ({unit.kind})")
@@ -469,6 +504,8 @@ def unit_move(
     parent: Annotated[int, typer.Option("--parent", help="The new parent unit's id.")],
 ) -> None:
     """Put a unit under another parent (never the national unit, never under itself)."""
+    from varsling.accounts import service as accounts
+
     with _transaction(_settings()) as session:
         unit = accounts.move_unit(session, unit_id, parent_id=parent)
         typer.echo(f"{unit.id}\t{unit.name} ({unit.kind}) under {unit.parent_id}")
@@ -477,6 +514,8 @@ def unit_move(
 @unit_app.command("list")
 def unit_list() -> None:
     """List units as a tree."""
+    from varsling.accounts import service as accounts
+
     with _transaction(_settings()) as session:
         for unit in accounts.unit_tree(session):
             typer.echo(f"{'  ' * unit.depth}{unit.id}\t{unit.name} ({unit.kind})")
@@ -496,6 +535,8 @@ def user_add(
 
     Handlers and custodians need --unit and --display-name: reporters see that name.
     """
+    from varsling.accounts import service as accounts
+
     settings = _settings()
     password = os.environ.get("VARSLING_PASSWORD") or typer.prompt(
         "Password", hide_input=True, confirmation_prompt=True
@@ -517,6 +558,8 @@ def user_add(
 @user_app.command("list")
 def user_list() -> None:
     """List staff accounts with roles and units; flags keys whose certificate fails."""
+    from varsling.accounts import service as accounts
+
     settings = _settings()
     with _transaction(settings) as session:
         for user in accounts.list_accounts(session, verifying_key=settings.signing_public_key):
@@ -538,6 +581,9 @@ def user_certify_keys(
     upgrading): it trusts each stored key as it is. A key whose certificate
     exists but fails is left flagged.
     """
+    from varsling import audit, crypto
+    from varsling.accounts import service as accounts
+
     settings = _settings()
     if not yes:
         typer.confirm(
@@ -562,6 +608,8 @@ def user_reset_password(user_id: int) -> None:
     of each case key re-grants it (the "Restore access" page, or
     `varsling recovery grant`). Its sessions end; two-factor login stays as it is.
     """
+    from varsling.accounts import lifecycle
+
     settings = _settings()
     password = os.environ.get("VARSLING_PASSWORD") or typer.prompt(
         "New password", hide_input=True, confirmation_prompt=True
@@ -578,6 +626,8 @@ def user_reset_password(user_id: int) -> None:
 @user_app.command("deactivate")
 def user_deactivate(user_id: int) -> None:
     """Close an account: its sessions end, it cannot log in and receives no new case."""
+    from varsling.accounts import service as accounts
+
     with _transaction(_settings()) as session:
         user = accounts.deactivate_user(session, user_id)
         typer.echo(f"{user.id}\t{user.username} (inactive)")
@@ -592,6 +642,8 @@ def user_set_email(
     clear: Annotated[bool, typer.Option("--clear", help="Remove the address: no mail.")] = False,
 ) -> None:
     """Set where an account's notifications go, or remove it with --clear."""
+    from varsling.accounts import service as accounts
+
     if (email is None) == (not clear):
         typer.echo("Error: give an address, or --clear and no address.", err=True)
         raise typer.Exit(2)
@@ -606,6 +658,8 @@ def user_set_units(
     unit: Annotated[list[int] | None, typer.Option("--unit", help="Unit id (repeatable).")] = None,
 ) -> None:
     """Replace the units an account acts for; new reports route by them."""
+    from varsling.accounts import service as accounts
+
     with _transaction(_settings()) as session:
         user = accounts.set_user_units(session, user_id, unit_ids=unit or [])
         typer.echo(f"{user.id}\t{user.username}\t{','.join(str(u) for u in sorted(user.unit_ids))}")
@@ -636,6 +690,8 @@ def audit_verify(
             raise typer.Exit(2)
         _verify_export_offline(export, public_key)
         return
+    from varsling import audit
+
     settings = _settings()
     public = _read_public_key(public_key) if public_key is not None else _own_key(settings)
     given = _read_checkpoint(checkpoint) if checkpoint is not None else None
@@ -664,6 +720,8 @@ def audit_verify(
 
 
 def _own_key(settings: Settings) -> bytes | None:
+    from varsling.config import ConfigError
+
     try:
         return settings.signing_public_key
     except ConfigError:
@@ -671,6 +729,8 @@ def _own_key(settings: Settings) -> bytes | None:
 
 
 def _read_public_key(path: Path) -> bytes:
+    from varsling import crypto
+
     try:
         return crypto.parse_signing_public_key(path.read_text())
     except (OSError, crypto.CryptoError) as exc:
@@ -679,6 +739,7 @@ def _read_public_key(path: Path) -> bytes:
 
 
 def _read_checkpoint(path: Path) -> audit.Checkpoint:
+    from varsling import audit
     from varsling.audit_chain import ChainError
 
     try:
@@ -717,6 +778,8 @@ def _verify_export_offline(export: Path, public_key: Path) -> None:
 @audit_app.command("checkpoint")
 def audit_checkpoint() -> None:
     """Sign both chains' heads; prints the checkpoint (JSON) for the auditor to keep."""
+    from varsling import audit
+
     settings = _settings()
     seed = _signing_seed(settings)
     with _transaction(settings) as session:
@@ -729,6 +792,8 @@ def audit_export(
     output: Annotated[Path, typer.Option(help="File to write (JSON Lines, mode 0600).")],
 ) -> None:
     """Write every event, one JSON line each, closed by a fresh signed checkpoint."""
+    from varsling import audit
+
     settings = _settings()
     seed = _signing_seed(settings)
     try:
@@ -753,6 +818,8 @@ def audit_export(
 
 
 def _signing_seed(settings: Settings) -> bytes:
+    from varsling.config import ConfigError
+
     try:
         return settings.signing_seed
     except ConfigError as exc:
@@ -766,6 +833,9 @@ def keys_public() -> None:
 
     Auditors and reporters keep this line to check checkpoints and receipts offline.
     """
+    from varsling import crypto
+    from varsling.config import ConfigError
+
     settings = _settings()
     try:
         public = settings.signing_public_key
@@ -822,6 +892,8 @@ def _receipt_key() -> bytes:
 @sessions_app.command("purge")
 def sessions_purge() -> None:
     """Remove every expired session (logins do it too); prints how many, audited."""
+    from varsling.accounts import service as accounts
+
     with _transaction(_settings()) as session:
         removed = accounts.purge_sessions(session)
     typer.echo(f"Removed {removed} expired sessions.")
@@ -835,6 +907,8 @@ def jobs_run() -> None:
     on two machines at once, does each thing once. One line per part, with counts.
     """
     from varsling import jobs
+    from varsling.accounts import service as accounts
+    from varsling.db import make_engine, make_sessionmaker
 
     settings = _settings()
     engine = make_engine(settings.database_url)
@@ -845,10 +919,6 @@ def jobs_run() -> None:
         raise typer.Exit(1) from exc
     finally:
         engine.dispose()
-
-
-if __name__ == "__main__":
-    app()
 
 
 RECOVERY_PROBLEMS = {
@@ -862,6 +932,8 @@ RECOVERY_PROBLEMS = {
 
 
 def _recovery_problem(settings: Settings) -> str | None:
+    from varsling.cases import recovery
+
     with _transaction(settings) as session:
         return recovery.problem(session, settings.signing_public_key)
 
@@ -873,6 +945,9 @@ def recovery_init() -> None:
     From then on every new case's keys are also wrapped for it. Cases made
     before are not covered. Refused when a recovery key exists.
     """
+    from varsling.accounts import service as accounts
+    from varsling.cases import recovery
+
     settings = _settings()
     with _transaction(settings) as session:
         made = recovery.init_recovery(session, settings, today=accounts.utcnow().date())
@@ -889,6 +964,9 @@ def recovery_init() -> None:
 @recovery_app.command("status")
 def recovery_status() -> None:
     """Whether there is a recovery key, its fingerprint, and whether its certificate holds."""
+    from varsling import crypto
+    from varsling.cases import recovery
+
     settings = _settings()
     with _transaction(settings) as session:
         row = recovery.recovery_key(session)
@@ -919,6 +997,9 @@ def recovery_grant(
     someone named as involved, off the case's unit chain, or with an
     uncertified key. Only for cases made after `varsling recovery init`.
     """
+    from varsling.accounts import service as accounts
+    from varsling.cases import recovery
+
     settings = _settings()
     try:
         text = (
@@ -938,3 +1019,7 @@ def recovery_grant(
             today=accounts.utcnow().date(),
         )
     typer.echo(f"Granted case {case} to account {granted.user_id}: {', '.join(granted.purposes)}.")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,12 +1,14 @@
-"""Base, naming convention, engines, and the one transaction per request."""
+"""Base, naming convention, engines, sessions and migrations.
+
+The request transaction (`DbSession`) is in request_transaction.py.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
-from fastapi import Depends, Request
 from sqlalchemy import MetaData, create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -75,15 +77,6 @@ def _private_sqlite_file(path: Path) -> None:
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
-
-def get_session(request: Request) -> Iterator[Session]:
-    """One transaction per request, committed before the answer is sent."""
-    maker: sessionmaker[Session] = request.app.state.sessionmaker
-    with maker.begin() as session:
-        yield session
-
-
-DbSession = Annotated[Session, Depends(get_session, scope="function")]
 
 T = TypeVar("T")
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from varsling import statistics
 from varsling.authz import AppSettings, Auditor
-from varsling.db import DbSession
+from varsling.request_transaction import DbSession
 
 router = APIRouter(prefix="/api/v1/statistics", tags=["statistics"])
 

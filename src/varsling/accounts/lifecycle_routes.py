@@ -17,9 +17,10 @@ from varsling.authz import Admin, AppSettings, Staff, Token
 from varsling.cases import regrants
 from varsling.cases.models import KeyPurpose
 from varsling.config import Settings
-from varsling.db import DbSession, in_transaction
+from varsling.db import in_transaction
 from varsling.errors import error_body
 from varsling.reports.schemas import StrictModel
+from varsling.request_transaction import DbSession
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
 

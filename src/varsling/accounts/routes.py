@@ -10,9 +10,9 @@ from pydantic import StringConstraints
 
 from varsling.accounts import service
 from varsling.authz import Token
-from varsling.db import DbSession
 from varsling.errors import error_body
 from varsling.reports.schemas import StrictModel, TokenOut
+from varsling.request_transaction import DbSession
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, cast
 
-from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import CursorResult, delete, or_, select
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from varsling import audit, crypto, throttle
 from varsling.accounts import two_factor

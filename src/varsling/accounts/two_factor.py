@@ -26,7 +26,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, Literal
 
-import segno
 from markupsafe import Markup
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -307,6 +306,10 @@ def accounts_without_rows(session: Session) -> list[int]:
 
 def qr_svg(uri: str, label: str) -> Markup:
     """The enrolment URI as an inline SVG QR code, drawn here (no image service)."""
+    # Imported here: only the enrolment page draws one, and every account command
+    # loads this module.
+    import segno
+
     svg = segno.make(uri, error="m").svg_inline(
         scale=4, border=4, dark="#000", light="#fff", omitsize=False
     )

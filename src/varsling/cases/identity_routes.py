@@ -18,7 +18,7 @@ from varsling.cases.schemas import (
     IdentityRequestIn,
     IdentityRequestListOut,
 )
-from varsling.db import DbSession
+from varsling.request_transaction import DbSession
 
 router = APIRouter(prefix="/api/v1", tags=["identity"])
 

@@ -33,10 +33,11 @@ from varsling.cases.schemas import (
     StatusIn,
 )
 from varsling.config import Settings
-from varsling.db import DbSession, in_transaction
+from varsling.db import in_transaction
 from varsling.errors import NotFound
 from varsling.reports.schemas import MessageIn
 from varsling.reports.uploads import ParsedForm, read_multipart
+from varsling.request_transaction import DbSession
 
 router = APIRouter(prefix="/api/v1/cases", tags=["cases"])
 

@@ -15,7 +15,7 @@ from varsling.authz import AppSettings, Reporter, Token
 from varsling.cases import attachments
 from varsling.cases.routes import download_response
 from varsling.config import Settings
-from varsling.db import DbSession, in_transaction
+from varsling.db import in_transaction
 from varsling.errors import InvalidInput, NotFound, PayloadTooLarge, error_body
 from varsling.reports import reprisal, routing, service
 from varsling.reports.schemas import (
@@ -35,6 +35,7 @@ from varsling.reports.schemas import (
 )
 from varsling.reports.service import ReporterPrincipal
 from varsling.reports.uploads import read_multipart
+from varsling.request_transaction import DbSession
 from varsling.throttle import Flood
 
 router = APIRouter(prefix="/api/v1", tags=["reporter"])

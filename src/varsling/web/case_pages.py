@@ -27,7 +27,7 @@ from varsling.accounts.service import utcnow
 from varsling.cases import attachments
 from varsling.cases.routes import download_response
 from varsling.config import Settings
-from varsling.db import DbSession, in_transaction
+from varsling.db import in_transaction
 from varsling.errors import (
     Conflict,
     NotFound,
@@ -39,6 +39,7 @@ from varsling.errors import (
 from varsling.reports import reprisal, service
 from varsling.reports.service import ReporterPrincipal
 from varsling.reports.uploads import FileProblem, ParsedForm, read_multipart
+from varsling.request_transaction import DbSession
 from varsling.throttle import Flood
 from varsling.web.i18n import N_, Language
 from varsling.web.pages import (

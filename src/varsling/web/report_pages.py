@@ -34,7 +34,7 @@ from varsling.accounts.models import UnitKind
 from varsling.accounts.service import utcnow
 from varsling.cases.models import Category
 from varsling.config import Settings
-from varsling.db import DbSession, in_transaction
+from varsling.db import in_transaction
 from varsling.errors import InvalidInput, SubmissionsBusy
 from varsling.reports import routing, service
 from varsling.reports.routing import (
@@ -53,6 +53,7 @@ from varsling.reports.schemas import (
 )
 from varsling.reports.service import AlreadySent, PreparedCase, Submission
 from varsling.reports.uploads import FileProblem, ParsedForm, read_multipart
+from varsling.request_transaction import DbSession
 from varsling.throttle import Flood
 from varsling.web.i18n import N_, Language
 from varsling.web.pages import (

@@ -29,8 +29,9 @@ from varsling.accounts.service import (
 from varsling.cases import regrants
 from varsling.cases.models import KeyPurpose
 from varsling.config import Settings
-from varsling.db import DbSession, in_transaction
+from varsling.db import in_transaction
 from varsling.errors import InvalidInput, NotFound, TooManyAttempts, Unauthenticated
+from varsling.request_transaction import DbSession
 from varsling.web.i18n import N_, Language
 from varsling.web.pages import PageLanguage, format_seconds
 from varsling.web.security import CsrfResult, clear_session_cookie, session_value

@@ -30,8 +30,8 @@ from varsling.accounts.models import Role, UnitKind
 from varsling.accounts.service import StaffPrincipal, UnitNode
 from varsling.accounts.setup_check import SetupWarnings, setup_warnings
 from varsling.config import Settings
-from varsling.db import DbSession
 from varsling.errors import InvalidInput, NotFound, VarslingError
+from varsling.request_transaction import DbSession
 from varsling.web.i18n import N_, Language
 from varsling.web.pages import PageLanguage
 from varsling.web.security import CsrfResult

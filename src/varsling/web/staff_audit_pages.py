@@ -26,7 +26,7 @@ from varsling.accounts.models import Unit, User
 from varsling.accounts.service import StaffPrincipal, utcnow
 from varsling.cases import identity
 from varsling.config import Settings
-from varsling.db import DbSession
+from varsling.request_transaction import DbSession
 from varsling.web.i18n import N_, Language
 from varsling.web.pages import PageLanguage
 from varsling.web.report_pages import CATEGORIES

@@ -29,8 +29,8 @@ from varsling.accounts.service import (
     utcnow,
 )
 from varsling.authz import AppSettings
-from varsling.db import DbSession
 from varsling.errors import Forbidden, Unauthenticated
+from varsling.request_transaction import DbSession
 from varsling.web.i18n import Language
 from varsling.web.pages import PageLanguage
 from varsling.web.security import session_value

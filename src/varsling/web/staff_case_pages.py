@@ -34,9 +34,9 @@ from varsling.cases.models import Risk, Status
 from varsling.cases.routes import staff_download
 from varsling.cases.schemas import DeclarationIn, NoteIn, StatusIn
 from varsling.config import Settings
-from varsling.db import DbSession
 from varsling.errors import Conflict, InvalidInput, VarslingError
 from varsling.reports.schemas import MessageIn
+from varsling.request_transaction import DbSession
 from varsling.web.i18n import N_, Language
 from varsling.web.pages import PageLanguage, format_day, format_size
 from varsling.web.security import CsrfResult

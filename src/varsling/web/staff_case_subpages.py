@@ -44,8 +44,9 @@ from varsling.cases.attachments import FileProblem
 from varsling.cases.routes import receive_case_files, store_case_files
 from varsling.cases.schemas import HoldIn, IdentityRequestIn
 from varsling.config import Settings
-from varsling.db import DbSession, in_transaction
+from varsling.db import in_transaction
 from varsling.errors import VarslingError
+from varsling.request_transaction import DbSession
 from varsling.web.i18n import N_, Language
 from varsling.web.pages import PageLanguage, format_day, format_size
 from varsling.web.report_pages import CATEGORIES

@@ -26,8 +26,9 @@ from varsling.accounts.models import User
 from varsling.accounts.service import STAFF_WEB_CHANNEL, StaffPrincipal
 from varsling.authz import AppSettings
 from varsling.config import Settings
-from varsling.db import DbSession, in_transaction
+from varsling.db import in_transaction
 from varsling.errors import InvalidInput, TooManyAttempts, Unauthenticated
+from varsling.request_transaction import DbSession
 from varsling.web.i18n import N_, Language
 from varsling.web.pages import PageLanguage, format_minutes, format_seconds
 from varsling.web.security import (

@@ -8,6 +8,7 @@ environment is only read, so rendering is safe from any thread.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from importlib import resources
 from io import BytesIO
@@ -57,8 +58,11 @@ class LanguageConvertor(Convertor[str]):
 register_url_convertor("lang", LanguageConvertor())
 
 
+@functools.cache
 def load_translations(language: Language) -> Translations:
-    """Compile `locale/<language>/LC_MESSAGES/messages.po` in memory."""
+    """Compile `locale/<language>/LC_MESSAGES/messages.po` in memory, once per process
+    (about 40 ms each; every app and every notification mail asks). Nothing changes
+    a Translations after it is made."""
     po_path = resources.files("varsling") / "locale" / language / "LC_MESSAGES" / f"{DOMAIN}.po"
     with po_path.open("rb") as po_file:
         catalog = read_po(po_file, locale=language, domain=DOMAIN)

@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from tests.conftest import make_settings
 from tests.factories import make_unit, make_user, report, reporter_login
 from tests.web.test_case_pages import logged_in, send
 from tests.web.test_page_uploads import _fields
+from varsling import crypto
 from varsling.app import create_app
 from varsling.cases.models import Attachment, Case
 from varsling.config import Settings
 from varsling.errors import SubmissionsBusy
-from varsling.throttle import Flood, claim_flood_slot
+from varsling.throttle import Flood, FloodCounter, claim_flood_slot
 
 
 def _count(db: Session, model: type[Case] | type[Attachment]) -> int:
@@ -152,3 +155,50 @@ def test_uploads_over_the_limit_get_429_and_store_nothing(
     assert ">Teksten min</textarea>" in page.text
     assert "Uvanlig mange filer" in page.text
     assert _count(db, Attachment) == 2
+
+
+def test_the_case_codes_argon2id_runs_while_nobody_waits_on_a_lock(
+    limited: tuple[Settings, int, list[FastAPI]],
+    db: Session,
+    engine: Engine,
+    database: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While a submission (API and form) stretches its case code, another writer can
+    take SQLite's write lock at once, and the flood slot's row on PostgreSQL is free:
+    nobody else's report waits for this one's Argon2id. Before, the slot was counted
+    in the storing transaction and both were held for the whole stretch."""
+    _, unit_id, _ = limited
+    probes: list[str] = []
+    stretch = crypto.derive_case_code
+
+    def probe(*args: Any, **kwargs: Any) -> crypto.CaseCodeSecrets:
+        if database.kind == "sqlite":
+            # The write lock at once, or "database is locked".
+            other = sqlite3.connect(engine.url.database or "", timeout=0, isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")
+                other.execute("ROLLBACK")
+            finally:
+                other.close()
+        else:
+            with engine.connect() as connection:
+                connection.exec_driver_sql("SET lock_timeout = '100ms'")
+                row = select(FloodCounter).where(FloodCounter.name == Flood.SUBMISSION.value)
+                connection.execute(row.with_for_update()).all()
+                connection.rollback()
+        probes.append("free")
+        return stretch(*args, **kwargs)
+
+    monkeypatch.setattr(crypto, "derive_case_code", probe)
+    with TestClient(_app(limited)) as client:
+        sent = client.post("/api/v1/reports", json=report(unit_id))
+        page = client.post(
+            "/en/report",
+            data=_fields(client, unit_id, description="What happened"),
+            files=[("files", ("", b"", "application/octet-stream"))],
+        )
+    assert sent.status_code == 201, sent.text
+    assert page.status_code == 200, page.text
+    assert probes == ["free", "free"]
+    assert _count(db, Case) == 2

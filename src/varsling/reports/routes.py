@@ -73,17 +73,23 @@ BUSY_ERRORS: dict[int | str, dict[str, object]] = {
 @router.post("/reports", status_code=201, response_model=CaseCodeOut, responses=BUSY_ERRORS)
 def submit_report(body: ReportIn, request: Request, session: DbSession) -> CaseCodeOut:
     """Store a report; answer its case code and a signed receipt (see the fields)."""
-    # First, so a flood is refused before any costly work; in the storing
-    # transaction, so a report that is not stored does not count.
-    throttle.claim_flood_slot(session, _settings(request), Flood.SUBMISSION)
+    settings = _settings(request)
+    # First, so a flood is refused before any costly work, in a transaction of its
+    # own: the slot's row lock ends with it, before the case code's Argon2id runs
+    # (`session` has not begun yet: it begins at its first statement).
+    in_transaction(
+        request.app.state.sessionmaker, throttle.claim_flood_slot, settings, Flood.SUBMISSION
+    )
+    code = service.new_case_code(settings)
     submission = service.submit_report(
         session,
-        _settings(request),
+        settings,
         unit_id=body.unit_id,
         category=body.category.value,
         report=body.model_dump(include=set(REPORT_FIELDS), exclude_none=True),
         identity=body.identity.model_dump() if body.identity else None,
         excluded=body.excluded_recipients,
+        code=code,
     )
     return CaseCodeOut(case_code=submission.case_code, receipt=submission.receipt)
 

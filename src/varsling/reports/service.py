@@ -224,6 +224,33 @@ def _open_receipt(
 
 
 @dataclass(frozen=True)
+class NewCaseCode:
+    """A fresh case code and what its Argon2id gave, made before any transaction opens."""
+
+    code: str
+    secrets: crypto.CaseCodeSecrets
+    params: crypto.Argon2Params
+
+
+def new_case_code(settings: Settings) -> NewCaseCode:
+    """Draw a case code and stretch it (Argon2id, the slow part of a submission).
+
+    Call it with no transaction open: on SQLite a writing transaction holds the
+    database's write lock, and on PostgreSQL the submission's flood slot row is
+    locked, so a stretch inside one would make every other report wait for it.
+    """
+    code = crypto.new_case_code()
+    params = settings.argon2
+    code_secrets = crypto.derive_case_code(
+        code,
+        pepper=settings.secret("code_pepper"),
+        salt=settings.secret("code_salt"),
+        params=params,
+    )
+    return NewCaseCode(code, code_secrets, params)
+
+
+@dataclass(frozen=True)
 class Submission:
     case_id: str
     case_code: str  # formatted; shown once, never stored
@@ -243,26 +270,22 @@ def submit_report(
     prepared: PreparedCase | None = None,
     files: Iterable[attachments.SealedFile] = (),
     offered: Offered | None = None,
+    code: NewCaseCode | None = None,
 ) -> Submission:
     """Seal a report, wrap its keys for its receivers and the reporter; return the case code.
 
     `prepared` carries the case id and key when files were sealed while the
     form streamed in. `offered` is who the report form named: the report is
-    refused (routing.NotOffered) if it would reach anyone else. The case
-    code's Argon2id runs before the first database statement so it never
-    holds a database lock.
+    refused (routing.NotOffered) if it would reach anyone else. `code` is the
+    case code made by new_case_code() before the transaction began; without
+    it, the code is made here, before the first statement of this function
+    (the callers that serve reporters make it first, outside any transaction).
     """
     today = today or utcnow().date()
     prepared = prepared or PreparedCase.new()
     files = list(files)
-    code = crypto.new_case_code()
-    params = settings.argon2
-    code_secrets = crypto.derive_case_code(
-        code,
-        pepper=settings.secret("code_pepper"),
-        salt=settings.secret("code_salt"),
-        params=params,
-    )
+    code = code or new_case_code(settings)
+    code_secrets, params = code.secrets, code.params
 
     excluded_ids = sorted(set(excluded))
     for user_id in excluded_ids:
@@ -365,7 +388,7 @@ def submit_report(
         identity=identity,
         files=files,
     )
-    return Submission(case_id, crypto.format_case_code(code), receipt)
+    return Submission(case_id, crypto.format_case_code(code.code), receipt)
 
 
 def _receipt(

@@ -661,6 +661,12 @@ async def _check_and_store(
     retry_after: int | None = None
     if valid is not None and not errors and csrf_status == "ok":
         try:
+            # A flood is refused before anything else, in a transaction of its own, so
+            # that no lock is held while the case code's Argon2id runs (outside any).
+            await run_in_threadpool(
+                in_transaction, maker, throttle.claim_flood_slot, settings, Flood.SUBMISSION
+            )
+            code = await run_in_threadpool(service.new_case_code, settings)
             submission = await run_in_threadpool(
                 in_transaction,
                 maker,
@@ -672,6 +678,7 @@ async def _check_and_store(
                 draft.submission,
                 plan.offered,
                 session_value(request),
+                code,
             )
         except AlreadySent as sent:
             return _already_sent(request, language, sent)
@@ -769,11 +776,10 @@ def _submit(
     submission_id: str,
     offered: routing.Offered,
     browser: str | None,
+    code: service.NewCaseCode,
 ) -> Submission:
     now = utcnow()
-    # A flood is refused before anything else; this transaction then stores nothing.
-    throttle.claim_flood_slot(session, settings, Flood.SUBMISSION)
-    # Then: a second click gets the first click's receipt, whatever changed since.
+    # A second click gets the first click's receipt, whatever changed since.
     service.spend_submission(session, settings, submission_id, browser=browser, now=now)
     # The routing is checked again in the transaction that stores it, held to who the
     # form named: people may have changed.
@@ -789,6 +795,7 @@ def _submit(
         files=form.files,
         today=now.date(),
         offered=offered,
+        code=code,
     )
     service.keep_receipt(
         session,

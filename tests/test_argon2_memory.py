@@ -193,3 +193,34 @@ def test_the_concurrency_setting_sizes_the_process_pool(settings: Settings) -> N
         assert argon2_memory.pool().slots == argon2_memory.usable_cpus()
     finally:
         argon2_memory.configure(before.slots)
+
+
+def test_runs_happen_on_the_pools_own_threads_never_the_callers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A web worker thread hands its run over and waits: Argon2id runs only on the
+    pool's `slots` threads (a run on a thread that had just served a login was about
+    50% slower; see the module's notes), and a failure still reaches the caller."""
+    pool = argon2_memory.Argon2Memory(slots=2)
+    ran_on: list[str] = []
+    real_core = argon2_memory.core
+
+    def watched(context: object, kind: int) -> int:
+        ran_on.append(threading.current_thread().name)
+        result: int = real_core(context, kind)
+        return result
+
+    monkeypatch.setattr(argon2_memory, "core", watched)
+    callers = [threading.Thread(target=pooled, args=(pool, b"s", b"saltsalt", 1, 64, 1, 32))]
+    callers += [threading.Thread(target=pooled, args=(pool, b"t", b"saltsalt", 1, 64, 1, 32))]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    assert pooled(pool, b"u", b"saltsalt", 1, 64, 1, 32) == stock(b"u", b"saltsalt", 1, 64, 1, 32)
+    assert len(ran_on) == 3
+    assert all(name.startswith("argon2") for name in ran_on), ran_on
+    assert len(set(ran_on)) <= 2
+    with pytest.raises(HashingError):
+        pooled(pool, b"u", b"salt", 1, 64, 1, 32)  # a salt under 8 bytes, as stock refuses
+    pool.close()

@@ -9,13 +9,22 @@ argon2-cffi's low-level `ffi` and `core`) from a buffer that was mapped and
 faulted in once, asked for transparent huge pages, kept out of core dumps,
 and wiped after every use.
 
-There is one buffer per slot, not per thread, and a semaphore hands out the
-slots: at most `slots` Argon2id runs are in flight in a process (one per usable
-CPU by default), and a thread beyond that waits for a slot. The web server's
-thread pool has forty threads; forty 64 MiB buffers would be 2.5 GiB resident
-and forty concurrent runs would not finish any sooner on a few cores. So a
-process never holds more than `slots` buffers, each as large as the largest
-memory cost asked for so far (never more than the 1 GiB parameter ceiling).
+Argon2id runs on a few threads of its own, one per slot (one per usable CPU by
+default), each with its own buffer; a caller hands its run to them and waits
+for the answer. So at most `slots` runs are in flight in a process, and a
+caller beyond that waits in line. The web server's thread pool has forty
+threads; forty 64 MiB buffers would be 2.5 GiB resident and forty concurrent
+runs would not finish any sooner on a few cores. So a process never holds more
+than `slots` buffers, each as large as the largest memory cost asked for so far
+(never more than the 1 GiB parameter ceiling).
+
+Why threads of its own, rather than the caller's thread holding a slot: on the
+two-core machine measured, a run on a web worker thread that had just served a
+case-code login over HTTP took about 50% longer (150-175 ms instead of
+105-115 ms, same buffer, same CPU, all of it CPU time), and the submission
+benchmark (bench/argon2_http.py) missed its target for it. On threads that do
+nothing but Argon2id, runs take the same time whatever the server did before.
+The cause was not pinned down.
 
 Pure like `crypto`: argon2-cffi and the standard library only.
 """
@@ -27,8 +36,7 @@ import ctypes
 import mmap
 import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,9 +91,10 @@ class _Buffer:
 @dataclass
 class _Slot:
     buffer: _Buffer | None = None
+    busy: bool = False
 
 
-# The buffer the calling thread's current Argon2 run may use: set while it holds a slot.
+# The buffer the runner thread's current Argon2 run may use: set while it runs.
 _current = threading.local()
 _in_use_lock = threading.Lock()
 
@@ -124,31 +133,35 @@ def _free(memory: Any, size: int) -> None:
 
 
 class Argon2Memory:
-    """Argon2id runs bounded to `slots` at once, each with a reused, wiped buffer."""
+    """Argon2id runs on `slots` threads of its own, each with a reused, wiped buffer."""
 
     def __init__(self, slots: int | None = None) -> None:
         self.slots = slots if slots is not None else usable_cpus()
         if self.slots < 1:
             raise ValueError("Argon2 needs at least one slot")
-        self._free_slots = [_Slot() for _ in range(self.slots)]
-        self._semaphore = threading.BoundedSemaphore(self.slots)
+        # Threads are started on first use, so importing this module starts none.
+        self._runners = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="argon2")
+        self._own = threading.local()  # each runner thread's slot
+        self._slots: list[_Slot] = []
         self._lock = threading.Lock()
 
-    @contextmanager
-    def _slot(self) -> Iterator[_Slot]:
-        with self._semaphore:
+    def _slot(self) -> _Slot:
+        """The calling runner thread's own slot (made on its first run)."""
+        slot: _Slot | None = getattr(self._own, "slot", None)
+        if slot is None:
+            slot = self._own.slot = _Slot()
             with self._lock:
-                slot = self._free_slots.pop()
-            try:
-                yield slot
-            finally:
-                with self._lock:
-                    self._free_slots.append(slot)
+                self._slots.append(slot)
+        return slot
 
     def buffers(self) -> list[_Buffer]:
         """The buffers made so far (the idle ones; for tests and measurements)."""
         with self._lock:
-            return [s.buffer for s in self._free_slots if s.buffer is not None]
+            return [s.buffer for s in self._slots if s.buffer is not None and not s.busy]
+
+    def close(self) -> None:
+        """Let the runner threads end once their queued runs are done."""
+        self._runners.shutdown(wait=False)
 
     def hash_raw(
         self,
@@ -160,45 +173,64 @@ class Argon2Memory:
         parallelism: int,
         length: int,
     ) -> bytes:
-        """What `argon2.low_level.hash_secret_raw(..., type=Type.ID)` returns, byte for byte."""
-        with self._slot() as slot:
-            needed = memory_kib * 1024
-            if slot.buffer is None or slot.buffer.size < needed:
-                # A larger memory cost than any before: this slot's buffer grows to it.
-                if slot.buffer is not None:
-                    slot.buffer.close()
-                    slot.buffer = None
-                slot.buffer = _Buffer(needed)
-            out = ffi.new("uint8_t[]", length)
-            context = ffi.new(
-                "argon2_context *",
-                {
-                    "out": out,
-                    "outlen": length,
-                    "pwd": ffi.new("uint8_t[]", secret),
-                    "pwdlen": len(secret),
-                    "salt": ffi.new("uint8_t[]", salt),
-                    "saltlen": len(salt),
-                    "secret": ffi.NULL,
-                    "secretlen": 0,
-                    "ad": ffi.NULL,
-                    "adlen": 0,
-                    "t_cost": time_cost,
-                    "m_cost": memory_kib,
-                    "lanes": parallelism,
-                    "threads": parallelism,
-                    "version": ARGON2_VERSION,
-                    "allocate_cbk": _allocate,
-                    "free_cbk": _free,
-                    # Our own copy of the secret is wiped as soon as Argon2 has read it.
-                    "flags": _FLAG_CLEAR_PASSWORD,
-                },
-            )
-            _current.buffer = slot.buffer
-            try:
-                result = core(context, Type.ID.value)
-            finally:
-                _current.buffer = None
+        """What `argon2.low_level.hash_secret_raw(..., type=Type.ID)` returns, byte for byte.
+
+        Runs on one of the pool's threads; the caller waits (in line, when all are busy).
+        """
+        run = self._runners.submit(
+            self._run, secret, salt, time_cost, memory_kib, parallelism, length
+        )
+        return run.result()
+
+    def _run(
+        self,
+        secret: bytes,
+        salt: bytes,
+        time_cost: int,
+        memory_kib: int,
+        parallelism: int,
+        length: int,
+    ) -> bytes:
+        slot = self._slot()
+        needed = memory_kib * 1024
+        if slot.buffer is None or slot.buffer.size < needed:
+            # A larger memory cost than any before: this slot's buffer grows to it.
+            if slot.buffer is not None:
+                slot.buffer.close()
+                slot.buffer = None
+            slot.buffer = _Buffer(needed)
+        out = ffi.new("uint8_t[]", length)
+        context = ffi.new(
+            "argon2_context *",
+            {
+                "out": out,
+                "outlen": length,
+                "pwd": ffi.new("uint8_t[]", secret),
+                "pwdlen": len(secret),
+                "salt": ffi.new("uint8_t[]", salt),
+                "saltlen": len(salt),
+                "secret": ffi.NULL,
+                "secretlen": 0,
+                "ad": ffi.NULL,
+                "adlen": 0,
+                "t_cost": time_cost,
+                "m_cost": memory_kib,
+                "lanes": parallelism,
+                "threads": parallelism,
+                "version": ARGON2_VERSION,
+                "allocate_cbk": _allocate,
+                "free_cbk": _free,
+                # Our own copy of the secret is wiped as soon as Argon2 has read it.
+                "flags": _FLAG_CLEAR_PASSWORD,
+            },
+        )
+        _current.buffer = slot.buffer
+        slot.busy = True
+        try:
+            result = core(context, Type.ID.value)
+        finally:
+            slot.busy = False
+            _current.buffer = None
         if result != _OK:
             raise HashingError(error_to_str(result))
         return bytes(ffi.buffer(out, length))
@@ -232,12 +264,13 @@ def configure(slots: int | None) -> None:
     global _pool
     wanted = slots if slots is not None else usable_cpus()
     if wanted != _pool.slots:
+        _pool.close()
         _pool = Argon2Memory(wanted)
 
 
 def _fresh_pool_in_child() -> None:
-    # A slot held by a thread of the parent's, which does not exist in the child,
-    # would never come back; nor would a lock it held.
+    # The parent's runner threads do not exist in the child (their queue would never
+    # be served), nor would a lock one of them held.
     global _pool, _usage, _in_use_lock
     _in_use_lock = threading.Lock()
     _pool = Argon2Memory(_pool.slots)

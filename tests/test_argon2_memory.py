@@ -224,3 +224,27 @@ def test_runs_happen_on_the_pools_own_threads_never_the_callers(
     with pytest.raises(HashingError):
         pooled(pool, b"u", b"salt", 1, 64, 1, 32)  # a salt under 8 bytes, as stock refuses
     pool.close()
+
+
+def test_the_password_and_salt_stay_alive_while_argon2_reads_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Right before Argon2 reads the context, allocate arrays of the password's and
+    salt's sizes filled with other bytes: had the pool let go of its copies (cffi frees
+    an array made inside a struct initializer at once), the allocator would hand their
+    memory out again and the hash would differ from stock. Under load that happened
+    once in 268 submissions: a case code that never opened its case."""
+    pool = argon2_memory.Argon2Memory(slots=1)
+    real_core = argon2_memory.core
+    secret, salt = b"k" * 32, b"s" * 16
+
+    def churn_then_core(context: object, kind: int) -> int:
+        junk = [ffi.new("uint8_t[]", b"\xa5" * size) for size in (32, 16) for _ in range(64)]
+        result: int = real_core(context, kind)
+        del junk
+        return result
+
+    monkeypatch.setattr(argon2_memory, "core", churn_then_core)
+    for _ in range(20):
+        assert pooled(pool, secret, salt, 1, 64, 1, 32) == stock(secret, salt, 1, 64, 1, 32)
+    pool.close()

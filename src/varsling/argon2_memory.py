@@ -199,15 +199,21 @@ class Argon2Memory:
                 slot.buffer.close()
                 slot.buffer = None
             slot.buffer = _Buffer(needed)
+        # Each array the context points to is held by a name of its own until core()
+        # has returned: cffi frees an array made inside the context's initializer as
+        # soon as that initializer is gone, and Argon2 would then read (and, with
+        # FLAG_CLEAR_PASSWORD, wipe) memory that another allocation may already use.
         out = ffi.new("uint8_t[]", length)
+        password = ffi.new("uint8_t[]", secret)
+        salted = ffi.new("uint8_t[]", salt)
         context = ffi.new(
             "argon2_context *",
             {
                 "out": out,
                 "outlen": length,
-                "pwd": ffi.new("uint8_t[]", secret),
+                "pwd": password,
                 "pwdlen": len(secret),
-                "salt": ffi.new("uint8_t[]", salt),
+                "salt": salted,
                 "saltlen": len(salt),
                 "secret": ffi.NULL,
                 "secretlen": 0,
@@ -233,6 +239,7 @@ class Argon2Memory:
             _current.buffer = None
         if result != _OK:
             raise HashingError(error_to_str(result))
+        del password, salted  # alive until here, on purpose
         return bytes(ffi.buffer(out, length))
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import uvicorn
 from fastapi import FastAPI
@@ -48,3 +51,18 @@ def serve_in_thread(app: FastAPI) -> Iterator[tuple[str, int]]:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+T = TypeVar("T")
+
+
+def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run(coroutine)` on a thread of its own.
+
+    A test cannot call asyncio.run on the main thread of a worker whose browser
+    tests keep a session-wide sync Playwright open: that leaves an event loop
+    running there, and asyncio.run refuses ("cannot be called from a running
+    event loop"), depending on which tests the worker happened to get first.
+    """
+    with ThreadPoolExecutor(max_workers=1) as runner:
+        return runner.submit(asyncio.run, coroutine).result()

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from tests.conftest import TEST_SECRETS, make_settings
 from tests.factories import PASSWORD, login, make_unit, make_user, report
+from tests.serving import run_coroutine
 from varsling import cli
 from varsling.accounts.models import LoginSession
 from varsling.audit import AuditEvent
@@ -422,5 +423,5 @@ def test_every_connection_on_the_listening_socket_has_nagle_off() -> None:
         server.close()
         await server.wait_closed()
 
-    asyncio.run(connect_once())
+    run_coroutine(connect_once())
     assert seen == [1]

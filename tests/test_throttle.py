@@ -15,6 +15,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from tests.conftest import make_settings
+from tests.serving import run_coroutine
 from varsling import throttle
 from varsling.accounts import service as accounts
 from varsling.app import create_app
@@ -110,7 +111,7 @@ def test_concurrent_attempts_are_checked_at_a_bounded_rate(
         return await asyncio.gather(*(attempt(n) for n in range(16)))
 
     started = time.monotonic()
-    outcomes = asyncio.run(attack())
+    outcomes = run_coroutine(attack())
     elapsed = time.monotonic() - started
     engine.dispose()
 

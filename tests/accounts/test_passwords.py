@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from tests.conftest import make_settings
 from tests.factories import PASSWORD, login, make_unit, make_user, open_first_case, report
+from tests.serving import run_coroutine
 from varsling import crypto
 from varsling.accounts.models import User
 from varsling.app import create_app
@@ -353,7 +354,7 @@ def test_a_parallel_burst_at_one_account_learns_no_more_than_attempts_in_a_row(
     async def burst() -> list[int]:
         return await asyncio.gather(*(attempt() for _ in range(9)))
 
-    answers = asyncio.run(burst())
+    answers = run_coroutine(burst())
     engine.dispose()
 
     # Exactly as many wrong-password answers as a guesser gets one after the other.
